@@ -1,0 +1,68 @@
+"""The `cotdistill` command line. Each command is thin: it parses options and calls one stage function.
+
+Stage modules are imported inside the commands so that `cotdistill --help` stays fast.
+Every user-facing error is a :class:`CotdistillError`, printed as one line with a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from cotdistill.errors import CotdistillError
+
+app = typer.Typer(
+    name="cotdistill",
+    help="Distill chain-of-thought reasoning from teacher LLMs into small students.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Distill chain-of-thought reasoning from teacher LLMs into small students."""
+
+
+def _echo_err(msg: str) -> None:
+    typer.echo(f"error: {msg}", err=True)
+
+
+@app.command()
+def validate(config: Annotated[Path, typer.Argument(help="YAML config file.")]) -> None:
+    """Validate a config file; print the resolved config's sections."""
+    from cotdistill.config import load_config
+
+    cfg = load_config(config)
+    typer.echo(f"{config}: ok (method={cfg.method}, student={cfg.train.model}, teachers={len(cfg.teachers)})")
+
+
+# ---- stage commands are registered below (one block per stage) ----
+
+
+def main() -> None:
+    """Console entry point: run the app, turning CotdistillError into one line and exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except CotdistillError as e:
+        _echo_err(str(e))
+        sys.exit(e.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        _echo_err("interrupted")
+        sys.exit(130)
+    except Exception as e:
+        # click (vendored by newer typer) usage errors and exits carry their own exit codes
+        if type(e).__name__ == "Exit" and hasattr(e, "exit_code"):
+            sys.exit(e.exit_code)
+        if hasattr(e, "show") and hasattr(e, "exit_code"):
+            e.show()
+            sys.exit(e.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,447 @@
+"""The YAML config: one pydantic section per stage, every key documented, unknown keys rejected.
+
+Keys follow METHODS.md (``mind.beta``, ``train.lr``, ...). Load with :func:`load_config`; every
+validation error becomes one line ``FILE: dotted.key: message``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from cotdistill.errors import CotdistillError
+
+
+class Section(BaseModel):
+    """Base for every config section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+# --------------------------------------------------------------------------- run
+
+
+class RunConfig(Section):
+    name: str = Field("run", description="Run name; the run folder is `output_dir/name`.")
+    output_dir: str = Field("runs", description="Parent folder of run folders.")
+    seed: int = Field(0, description="Global seed (data sampling, training, evaluation).")
+
+
+# --------------------------------------------------------------------------- data
+
+
+class PerspectiveSpec(Section):
+    """A user-defined (or replaced) perspective for synthesis prompts (METHODS.md §1.2)."""
+
+    id: str = Field(description="Stable id, used in cache keys and as a path label.")
+    display_name: str | None = Field(None, description="Name shown in the prompt; defaults to the id.")
+    definition: str = Field("", description="What the perspective means (documentation, data card).")
+    style_line: str = Field(description="The instruction inserted into the teacher prompt.")
+
+
+class ImportSpec(Section):
+    """A public rationale set to import into the store instead of (or besides) live synthesis."""
+
+    format: Literal["mcc-kd", "eit", "sbs", "mentor-kd", "store"] = Field(description="Importer to use.")
+    path: str | None = Field(None, description="File or folder; default: the set's folder in the data dir.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Importer-specific options.")
+
+
+class DataConfig(Section):
+    question_pool: list[str] = Field(
+        default_factory=lambda: ["svamp:train"],
+        description="Benchmarks (`name[:split]` or `jsonl:PATH`) whose questions are sent to teachers.",
+    )
+    max_questions: int | None = Field(None, ge=1, description="Cap on pool size (seeded sample).")
+    perspectives: list[str | PerspectiveSpec] = Field(
+        default_factory=lambda: [
+            "formal_symbolic", "intuitive", "decomposition", "planning",
+            "analogy", "socratic", "contrastive", "counterfactual",
+        ],
+        description="Perspective ids (built-in) or full specs (custom/replacement).",
+    )
+    standard_path: Literal["plain", "none"] = Field(
+        "plain", description="Also synthesize one standard 'step by step' path per question (single-path baselines)."
+    )
+    answer_suffix: str = Field("The answer is: {a}", description="Shared answer line appended to every path (§0.1).")
+    student_instruction: str = Field(
+        "Reason step by step and finish with a last line of the form \"The answer is: <answer>\".",
+        description="Appended to the question in the student's user turn (§0). Empty for COMPACT fidelity runs.",
+    )
+    answer_span_scope: Literal["value", "line"] = Field("value", description="Answer span: value tokens or whole line.")
+    imports: list[ImportSpec] = Field(default_factory=list, description="Public rationale sets to import.")
+    decontaminate: bool = Field(True, description="Refuse training questions that appear in any eval set.")
+
+
+# --------------------------------------------------------------------------- teachers / synthesis
+
+
+class TeacherConfig(Section):
+    name: str = Field(description="Stable teacher id (part of every record key).")
+    backend: Literal["openai", "transformers", "vllm"] = Field("openai", description="Teacher backend.")
+    model: str = Field(description="Model name (API) or HF id / local folder / .gguf / alias (local backends).")
+    base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1.")
+    api_key_env: str | None = Field(None, description="Name of the env var holding the API key (never the key).")
+    max_concurrency: int = Field(8, ge=1, description="Requests in flight at once (openai backend).")
+    timeout_s: float = Field(120.0, gt=0, description="Per-request timeout.")
+    max_retries: int = Field(5, ge=0, description="Retries on 429/5xx/timeouts/malformed replies.")
+    batch_size: int = Field(8, ge=1, description="Prompts per generate call (local backends).")
+    temperature: float = Field(0.7, ge=0, description="Sampling temperature (§1.3).")
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling (§1.3).")
+    max_new_tokens: int = Field(2048, ge=1, description="Generation budget per rationale.")
+    seed: int = Field(0, description="Sampling seed (part of the record key).")
+    samples_per_perspective: int = Field(1, ge=1, description="Rationales per (question, perspective).")
+    perspectives: list[str] | None = Field(None, description="Subset of data.perspectives for this teacher.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Local backends only.")
+    tensor_parallel_size: int = Field(1, ge=1, description="vLLM only.")
+
+
+class SynthesisConfig(Section):
+    prompt_version: str = Field("v1", description="Teacher prompt template version (part of the record key).")
+    system_prompt: str = Field(
+        "You are an expert problem solver who writes clear, correct solutions.", description="Teacher system turn."
+    )
+    retry_failed: bool = Field(True, description="Re-send requests that failed in an earlier run.")
+
+
+# --------------------------------------------------------------------------- curate
+
+
+class FilterConfig(Section):
+    judge: Literal["rule", "none"] = Field("rule", description="Correctness judge (rule = the eval checker).")
+    max_regenerations: int = Field(3, ge=0, description="Resample a failed path with a new seed up to N times.")
+    min_correct_paths: int = Field(1, ge=1, description="Keep a question with at least this many correct paths.")
+
+
+class DifficultyConfig(Section):
+    criterion: Literal["none", "student_greedy_fail", "math_level", "given"] = Field(
+        "none", description="How 'hard' is decided (§1.6)."
+    )
+    min_level: int = Field(4, description="math_level: MATH level counted as hard.")
+    target_size: int | None = Field(None, ge=1, description="Keep all hard, add seeded easy ones up to this size.")
+    hard_ids_file: str | None = Field(None, description="criterion=given: file with one hard question id a line.")
+
+
+class CurateConfig(Section):
+    filter: FilterConfig = Field(default_factory=FilterConfig)
+    difficulty: DifficultyConfig = Field(default_factory=DifficultyConfig)
+    dedup_threshold: float = Field(0.9, gt=0, le=1, description="Drop a path this similar (token Jaccard) to a kept one.")
+    max_paths_per_question: int | None = Field(None, ge=1, description="Cap on paths per question.")
+    teachers: list[str] | None = Field(None, description="Only these teachers' records (default: all).")
+    perspectives: list[str] | None = Field(None, description="Only these perspectives (default: all).")
+    eval_guard: list[str] = Field(
+        default_factory=lambda: ["gsm8k", "svamp", "math500"],
+        description="Benchmarks whose test questions may never enter training (normalised text).",
+    )
+    dev_fraction: float = Field(0.0, ge=0, lt=1, description="Held-out fraction of curated questions (dev loss).")
+
+
+# --------------------------------------------------------------------------- train
+
+
+class LoraConfig(Section):
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    bias: Literal["none", "all", "lora_only"] = "none"
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+
+class TrainConfig(Section):
+    model: str = Field("smollm2-135m-instruct", description="Student: HF id, local folder, .gguf or alias.")
+    finetune: Literal["lora", "full"] = Field("lora", description="LoRA adapter or full fine-tuning.")
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    optimizer: Literal["adamw"] = "adamw"
+    lr: float = Field(1e-5, gt=0, description="Learning rate (§5.1; try 1e-4 for LoRA if training barely moves).")
+    weight_decay: float = Field(0.01, ge=0)
+    scheduler: Literal["constant", "linear", "cosine", "constant_with_warmup"] = "constant"
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    epochs: float = Field(5, gt=0)
+    max_steps: int = Field(-1, description="If > 0, overrides epochs.")
+    max_seq_len: int = Field(2560, ge=16)
+    questions_per_step: int = Field(1, ge=1, description="Questions per micro-step (each with its K paths).")
+    grad_accum: int = Field(4, ge=1)
+    max_grad_norm: float = Field(1.0, gt=0)
+    paths_micro_batch: int = Field(8, ge=1, description="Paths per forward chunk (memory-safe exact gradient).")
+    padding_side: Literal["right"] = Field("right", description="Training pads right (§0.7).")
+    bf16: bool = Field(True, description="bf16 autocast where supported.")
+    gradient_checkpointing: bool = Field(True)
+    attn_implementation: str = Field("sdpa")
+    seed: int = Field(0)
+    logging_steps: int = Field(1, ge=1)
+    save_steps: int = Field(50, ge=1)
+    save_total_limit: int = Field(2, ge=1)
+    report_to: list[str] = Field(default_factory=lambda: ["tensorboard"])
+
+
+class MethodTrainOverride(Section):
+    """Per-method override of any `train.*` key (METHODS.md: `<method>.train.<key>`)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class StdCotConfig(Section):
+    paths: Literal["standard", "all"] = Field("all", description="One standard path, or every path as an example.")
+    train: dict[str, Any] = Field(default_factory=dict, description="Overrides of train.* for this method.")
+
+
+class SbsConfig(Section):
+    alpha: float = Field(0.5, ge=0, le=1, description="Weight of the label task (§4.2).")
+    label_prefix: str = "predict: "
+    rationale_prefix: str = "explain: "
+    label_source: Literal["gold", "teacher"] = "gold"
+    eval_task: Literal["explain", "label"] = "explain"
+    train: dict[str, Any] = Field(default_factory=dict)
+
+
+class MccKdConfig(Section):
+    alpha: float = Field(0.1, ge=0, description="Weight of the symmetric-KL consistency (§4.3).")
+    temperature: float = Field(1.0, gt=0)
+    max_rationales: int = Field(8, ge=2)
+    diversity_filter: bool = False
+    diversity_ngram: int = Field(3, ge=1)
+    pairs_per_question: int = Field(4, ge=1)
+    train: dict[str, Any] = Field(default_factory=dict)
+
+
+class EncoderConfig(Section):
+    name: str = Field("all-MiniLM-L6-v2", description="Sentence encoder (packaged MiniLM offline, or any HF id).")
+    trainable: bool = False
+    pooling: Literal["mean", "cls"] = "mean"
+    max_length: int = Field(512, ge=8)
+
+
+class MetaNetConfig(Section):
+    d_model: int = Field(256, ge=8)
+    n_attn_heads: int = Field(4, ge=1)
+    n_score_heads: int = Field(3, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    perspective_embedding: bool = True
+    use_self_attention: bool = True
+    score_activation: Literal["none", "softplus"] = "none"
+
+
+class MindConfig(Section):
+    encoder: EncoderConfig = Field(default_factory=EncoderConfig)
+    metanet: MetaNetConfig = Field(default_factory=MetaNetConfig)
+    weighting: Literal["metanet", "uniform", "instantaneous"] = "metanet"
+    tau_meta: float = Field(1.0, gt=0)
+    meta_kl_direction: Literal["pred_to_target", "target_to_pred"] = "pred_to_target"
+    warmup_epochs: int = Field(2, ge=0)
+    meta_lr_warmup: float = Field(1e-4, gt=0)
+    meta_lr_joint: float = Field(1e-5, gt=0)
+    meta_warmup_accum: int = Field(4, ge=1)
+    meta_joint_accum: int = Field(16, ge=1)
+    meta_weight_decay: float = Field(0.01, ge=0)
+    loss_ema: bool = False
+    loss_ema_decay: float = Field(0.9, ge=0, lt=1)
+    beta: float = Field(0.5, ge=0, le=1)
+    tau_student: float = Field(0.5, gt=0)
+    select_on: Literal["prob", "score"] = "prob"
+    lambda_cons: float = Field(0.1, ge=0)
+    cons_divergence: Literal["js", "sym_kl", "kl"] = "js"
+    cons_temperature: float = Field(1.0, gt=0)
+    cons_topk: int = Field(0, ge=0)
+    train: dict[str, Any] = Field(default_factory=dict)
+
+
+class CompactConfig(Section):
+    beta_mi: float = 1.0
+    beta_consensus: float = 1.0
+    beta_difficulty: float = 0.5
+    temperature: float = Field(1.0, gt=0)
+    zscore_eps: float = Field(1e-4, gt=0)
+    weighting: Literal["adaptive", "uniform", "best_single"] = "adaptive"
+    best_teacher: str | None = Field(None, description="weighting=best_single: the teacher kept.")
+    mcc_mode: Literal["answer_span", "position_aligned"] = "answer_span"
+    lambda_mcc: float = Field(0.1, ge=0)
+    mcc_min_pair_weight: float = 1e-4
+    think_keywords: list[str] = Field(
+        default_factory=lambda: [
+            "Therefore", "Thus", "Hence", "So", "Consequently", "Wait", "But", "However", "Although", "First",
+            "Second", "Finally", "Specifically", "In summary", "Basically", "Let", "Assuming", "Suppose", "Hmm",
+            "Okay", "Note",
+        ]
+    )
+    think_weight: float = 1.0
+    non_think_weight: float = 0.1
+    mi_variant: Literal["logit", "logprob"] = "logit"
+    mi_scope: Literal["all", "completion"] = "all"
+    mi_length_norm: bool = False
+    gqa_repeat: Literal["feature", "head"] = "feature"
+    gold_leading_space: bool = False
+    train: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModeConfig(Section):
+    expert_unit: Literal["perspective", "teacher"] = "perspective"
+    weight_bound: float = Field(3.0, gt=0)
+    l1: float = Field(0.05, ge=0)
+    budget: int = Field(40, ge=1)
+    seed: int = 42
+    n_dev_examples: int = Field(32, ge=1)
+    compose_on: Literal["train_dev"] = "train_dev"
+    train: dict[str, Any] = Field(default_factory=dict)
+
+
+class EditConfig(Section):
+    init_from: Literal["std_cot", "none"] = "std_cot"
+    w_chosen_key: float = 1.0
+    w_chosen_other: float = 0.0
+    w_rejected_key: float = -0.025
+    nll_threshold: float = 20.0
+    train: dict[str, Any] = Field(default_factory=dict)
+
+
+METHOD_NAMES = ("std_cot", "sbs", "mcc_kd", "mind", "compact", "mode", "edit")
+
+
+# --------------------------------------------------------------------------- eval / analysis / report
+
+
+class EvalConfig(Section):
+    benchmarks: list[str] = Field(default_factory=lambda: ["gsm8k", "svamp"], description="Benchmarks to score.")
+    limit: int | None = Field(None, ge=1, description="First N questions per benchmark (seeded order).")
+    backend: Literal["hf", "openai", "vllm"] = "hf"
+    base_url: str | None = Field(None, description="openai backend endpoint.")
+    api_key_env: str | None = None
+    decoding: Literal["greedy"] = "greedy"
+    max_new_tokens: int = Field(2048, ge=1)
+    batch_size: int = Field(8, ge=1)
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    svamp_subset: str = Field("test300", description="SVAMP eval split (see data registry docs).")
+    gpqa_shuffle_seed: int = 0
+    math_verify_timeout_s: float = Field(5.0, gt=0)
+    n_seeds: int = Field(1, ge=1, description="Training seeds averaged in comparison tables.")
+    bootstrap_samples: int = Field(1000, ge=100)
+
+
+class DpmmConfig(Section):
+    n_components: int = Field(30, ge=1)
+    weight_concentration_prior: float = Field(0.1, gt=0)
+    covariance_type: Literal["full", "tied", "diag", "spherical"] = "diag"
+    max_iter: int = Field(1000, ge=1)
+    random_state: int = 0
+
+
+class TsneConfig(Section):
+    perplexity: float = Field(30.0, gt=0)
+    init: Literal["pca", "random"] = "pca"
+    seed: int = 0
+
+
+class AnalysisConfig(Section):
+    enabled: bool = True
+    n_questions: int = Field(300, ge=2)
+    features: Literal["hidden_mean", "sbert"] = "hidden_mean"
+    sbert_model: str = "all-MiniLM-L6-v2"
+    pca_dim: int = Field(50, ge=2)
+    dpmm: DpmmConfig = Field(default_factory=DpmmConfig)
+    effective_weight_threshold: float = Field(0.01, gt=0, lt=1)
+    tsne: TsneConfig = Field(default_factory=TsneConfig)
+    ood_benchmarks: list[str] = Field(default_factory=lambda: ["csqa", "strategyqa"])
+
+
+class ReportConfig(Section):
+    enabled: bool = True
+    title: str | None = None
+
+
+# --------------------------------------------------------------------------- root
+
+
+class Config(Section):
+    """The whole run: every stage reads its own section."""
+
+    run: RunConfig = Field(default_factory=RunConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    teachers: list[TeacherConfig] = Field(default_factory=list)
+    synthesis: SynthesisConfig = Field(default_factory=SynthesisConfig)
+    curate: CurateConfig = Field(default_factory=CurateConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    method: Literal["std_cot", "sbs", "mcc_kd", "mind", "compact", "mode", "edit"] = "std_cot"
+    std_cot: StdCotConfig = Field(default_factory=StdCotConfig)
+    sbs: SbsConfig = Field(default_factory=SbsConfig)
+    mcc_kd: MccKdConfig = Field(default_factory=MccKdConfig)
+    mind: MindConfig = Field(default_factory=MindConfig)
+    compact: CompactConfig = Field(default_factory=CompactConfig)
+    mode: ModeConfig = Field(default_factory=ModeConfig)
+    edit: EditConfig = Field(default_factory=EditConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> Config:
+        names = [t.name for t in self.teachers]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"teachers: duplicate teacher name(s) {sorted(dup)}")
+        for method in METHOD_NAMES:
+            overrides = getattr(self, method).train
+            unknown = set(overrides) - set(TrainConfig.model_fields)
+            if unknown:
+                raise ValueError(f"{method}.train: unknown key(s) {sorted(unknown)}")
+        return self
+
+    def effective_train(self, method: str | None = None) -> TrainConfig:
+        """`train` with the chosen method's `<method>.train.*` overrides applied (validated)."""
+        method = method or self.method
+        merged = self.train.model_dump() | getattr(self, method).train
+        try:
+            return TrainConfig.model_validate(merged)
+        except ValidationError as e:
+            raise CotdistillError(_format_errors("config", e, prefix=f"{method}.train")) from None
+
+    def run_dir(self) -> Path:
+        """The run folder, `run.output_dir/run.name`."""
+        return Path(self.run.output_dir) / self.run.name
+
+
+def _format_errors(source: str, err: ValidationError, prefix: str = "") -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in ((prefix,) if prefix else ()) + tuple(e["loc"]))
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return f"{source}: " + "; ".join(parts)
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
+    """Read and validate a YAML config. Errors are one line: ``FILE: dotted.key: message``.
+
+    ``overrides`` maps dotted keys to values (``{"train.lr": 1e-4}``) applied before validation.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CotdistillError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise CotdistillError(f"{path}{where}: invalid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(raw, dict):
+        raise CotdistillError(f"{path}: top level must be a mapping of sections")
+    for dotted, value in (overrides or {}).items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        raise CotdistillError(_format_errors(str(path), e)) from None
+
+
+def dump_config(config: Config) -> str:
+    """The resolved config as YAML (secrets are never in the config: only env-var names)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

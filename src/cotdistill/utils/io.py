@@ -1,0 +1,96 @@
+"""Safe file writing: atomic replaces, flushed appends, and refusal to clobber finished work."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from cotdistill.errors import CotdistillError
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see either the old or the new file, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> None:
+    """Atomically write ``obj`` as pretty JSON (keys kept in insertion order)."""
+    atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False, default=str) + "\n")
+
+
+def append_jsonl(path: str | os.PathLike, records: Iterable[dict], fsync: bool = True) -> int:
+    """Append records as JSON lines in one write, flushed (and fsynced) before returning.
+
+    Each call writes whole lines only, so a crash leaves at most one torn last line, which
+    :func:`read_jsonl` skips. Returns the number of records written.
+    """
+    lines = [json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records]
+    if not lines:
+        return 0
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write("".join(lines))
+        f.flush()
+        if fsync:
+            os.fsync(f.fileno())
+    return len(lines)
+
+
+def read_jsonl(path: str | os.PathLike, skip_torn_tail: bool = True) -> Iterator[dict]:
+    """Yield records of a JSONL file; a torn (unterminated, unparsable) last line from a crash is skipped.
+
+    A malformed line anywhere else raises a one-line error naming the file and line number.
+    """
+    path = Path(path)
+    if not path.exists():
+        return
+    with open(path, encoding="utf-8") as f:
+        lines = f.readlines()
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError as e:
+            if skip_torn_tail and i == len(lines) and not line.endswith("\n"):
+                return
+            raise CotdistillError(f"{path}:{i}: not valid JSON ({e.msg})") from None
+
+
+def stable_hash(obj: Any, length: int = 16) -> str:
+    """Hex digest of a JSON-serialisable object with sorted keys: equal content, equal hash."""
+    blob = json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:length]
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def refuse_overwrite(path: str | os.PathLike, what: str = "output") -> None:
+    """Raise if ``path`` exists and is non-empty: finished runs and user data are never overwritten."""
+    path = Path(path)
+    if path.exists() and (path.is_file() or any(path.iterdir())):
+        raise CotdistillError(f"{path}: {what} already exists; choose another path or remove it first")
