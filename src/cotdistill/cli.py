@@ -44,6 +44,21 @@ def validate(config: Annotated[Path, typer.Argument(help="YAML config file.")]) 
 # ---- stage commands are registered below (one block per stage) ----
 
 
+@app.command("run")
+def run_cmd(
+    config: Annotated[Path, typer.Argument(help="YAML config with every stage.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and exit.")] = False,
+) -> None:
+    """Run every stage (rationales, curate, eval base, train, eval student, analyze, report).
+
+    Stages whose output is complete and current are skipped; re-running after a crash resumes.
+    """
+    from cotdistill.config import load_config
+    from cotdistill.pipeline import run_pipeline
+
+    run_pipeline(load_config(config), dry_run=dry_run, echo=typer.echo)
+
+
 def main() -> None:
     """Console entry point: run the app, turning CotdistillError into one line and exit code 2."""
     try:

@@ -1,0 +1,216 @@
+"""`cotdistill run`: every stage from one YAML, each skipped when its output is complete and current.
+
+A stage is *current* when its output exists and was made from the same inputs: each stage records a
+fingerprint (hash of the config sections it reads + the fingerprints of the stages it depends on) in
+`run_dir/stages.json`. When a fingerprint changes, the old output is moved aside to
+`<output>.stale-<old fingerprint>` (never deleted) and the stage runs again; later stages follow.
+Stages that resume by themselves (synthesis, training, evaluation) are simply re-entered after a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cotdistill.config import Config, dump_config
+from cotdistill.errors import CotdistillError
+from cotdistill.utils.io import atomic_write_json, atomic_write_text, stable_hash
+
+
+@dataclass
+class Stage:
+    """One step of the plan: what it reads, where it writes, how to run it."""
+
+    name: str
+    output: Path
+    inputs: dict[str, Any]
+    depends: list[str]
+    run: Callable[[], Any]
+    estimate: str = ""
+    resumable: bool = False  # the stage itself resumes partial output (no stale move on crash)
+    append_only: bool = False  # output only grows and is keyed by inputs: never moved aside
+    extra_outputs: list[Path] = field(default_factory=list)  # moved aside together with `output`
+    fingerprint: str = field(default="", init=False)
+
+
+def _section(cfg: Config, *names: str) -> dict[str, Any]:
+    dumped = cfg.model_dump(mode="json")
+    return {n: dumped[n] for n in names}
+
+
+def student_tag(cfg: Config) -> str:
+    """Folder name of the distilled student's evaluation: the method name."""
+    return cfg.method
+
+
+def build_plan(cfg: Config, run_dir: Path) -> list[Stage]:
+    """The ordered stages for this config (stages with nothing to do are left out)."""
+    stages: list[Stage] = []
+    store_dir = run_dir / "rationales"
+    dataset_dir = run_dir / "dataset"
+    eval_cfg = cfg.eval
+
+    def _rationales() -> None:
+        from cotdistill.teachers.store import RationaleStore
+
+        if cfg.data.imports:
+            from cotdistill.teachers.importers import import_rationales
+
+            store = RationaleStore(store_dir)
+            for spec in cfg.data.imports:
+                import_rationales(spec.format, spec.path, store, **spec.options)
+        if cfg.teachers:
+            from cotdistill.teachers.synthesize import synthesize
+
+            synthesize(cfg, run_dir)
+
+    if not cfg.data.imports and not cfg.teachers:
+        raise CotdistillError("config: data.imports and teachers are both empty: nothing to distill from")
+    stages.append(
+        Stage(
+            "rationales", store_dir,
+            _section(cfg, "data", "teachers", "synthesis"), [], _rationales,
+            f"{len(cfg.data.imports)} import(s), {len(cfg.teachers)} live teacher(s)", resumable=True, append_only=True,
+        )
+    )
+
+    def _curate() -> None:
+        from cotdistill.curate import curate_store
+
+        curate_store(cfg, store_dir, dataset_dir)
+
+    stages.append(Stage("curate", dataset_dir, _section(cfg, "curate", "data"), ["rationales"], _curate))
+
+    def _eval(tag: str, adapter_dir: Path | None) -> Callable[[], None]:
+        def go() -> None:
+            from cotdistill.evaluate import run_eval
+
+            model = cfg.train.model
+            adapter = None
+            if adapter_dir is not None:
+                if (adapter_dir / "adapter_config.json").exists():
+                    adapter = str(adapter_dir)
+                else:
+                    model = str(adapter_dir)  # full fine-tune: the folder is the model
+            run_eval(
+                model, eval_cfg.benchmarks, run_dir / "eval" / tag,
+                limit=eval_cfg.limit, batch_size=eval_cfg.batch_size, max_new_tokens=eval_cfg.max_new_tokens,
+                backend=eval_cfg.backend, adapter=adapter, base_url=eval_cfg.base_url,
+                api_key_env=eval_cfg.api_key_env, seed=cfg.run.seed,
+            )
+
+        return go
+
+    n_eval = f"{len(eval_cfg.benchmarks)} benchmark(s) x {eval_cfg.limit or 'all'} questions"
+    stages.append(
+        Stage("eval_base", run_dir / "eval" / "base", _section(cfg, "eval") | {"model": cfg.train.model}, [],
+              _eval("base", None), n_eval, resumable=True)
+    )
+
+    student_dir = run_dir / "student"
+
+    def _train() -> None:
+        from cotdistill.train.run import train
+
+        train(cfg, dataset_dir, run_dir)
+
+    train_inputs = _section(cfg, "train", "method", cfg.method, "run")
+    stages.append(
+        Stage("train", student_dir, train_inputs, ["curate"], _train, f"{cfg.method}, {cfg.train.finetune}",
+              resumable=True, extra_outputs=[run_dir / "checkpoints", run_dir / "dynamics.jsonl"])
+    )
+    stages.append(
+        Stage("eval_student", run_dir / "eval" / student_tag(cfg), _section(cfg, "eval"), ["train"],
+              _eval(student_tag(cfg), student_dir), n_eval, resumable=True)
+    )
+
+    if cfg.analysis.enabled:
+        def _analyze() -> None:
+            from cotdistill.analysis import analyze_run
+
+            analyze_run(run_dir, cfg.analysis)
+
+        stages.append(
+            Stage("analyze", run_dir / "analysis", _section(cfg, "analysis"), ["eval_base", "eval_student"], _analyze)
+        )
+    if cfg.report.enabled:
+        def _report() -> None:
+            from cotdistill.report import write_report
+
+            write_report(run_dir)
+
+        deps = [s.name for s in stages]
+        stages.append(Stage("report", run_dir / "report.html", _section(cfg, "report"), deps, _report))
+    return stages
+
+
+def _fingerprints(stages: list[Stage]) -> None:
+    by_name: dict[str, Stage] = {}
+    for st in stages:
+        st.fingerprint = stable_hash({"inputs": st.inputs, "deps": [by_name[d].fingerprint for d in st.depends]})
+        by_name[st.name] = st
+
+
+def _load_state(run_dir: Path) -> dict[str, Any]:
+    p = run_dir / "stages.json"
+    if not p.exists():
+        return {}
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError:
+        raise CotdistillError(f"{p}: corrupt stage record; remove it to re-check every stage") from None
+
+
+def _status(st: Stage, state: dict[str, Any]) -> str:
+    rec = state.get(st.name)
+    if rec is None:
+        return "partial" if st.output.exists() else "todo"
+    if rec.get("fingerprint") != st.fingerprint:
+        return "changed"
+    return "done" if rec.get("complete") else "partial"
+
+
+def run_pipeline(cfg: Config, *, dry_run: bool = False, echo: Callable[[str], None] = print) -> list[tuple[str, str]]:
+    """Run (or, with ``dry_run``, only plan) every stage. Returns ``[(stage, status before running)]``."""
+    run_dir = cfg.run_dir()
+    stages = build_plan(cfg, run_dir)
+    _fingerprints(stages)
+    state = _load_state(run_dir)
+    plan = [(st.name, _status(st, state)) for st in stages]
+    if dry_run:
+        echo(f"plan for {run_dir} ({cfg.method}, student {cfg.train.model}):")
+        for st, (_, status) in zip(stages, plan):
+            verb = {"done": "skip (done)", "todo": "run", "partial": "resume", "changed": "redo (inputs changed)"}
+            echo(f"  {st.name:<13} {verb[status]:<24} -> {st.output}  {st.estimate}")
+        return plan
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg_path = run_dir / "config.yaml"
+    atomic_write_text(cfg_path, dump_config(cfg))
+    for st, (_, status) in zip(stages, plan):
+        if status == "done":
+            echo(f"[{st.name}] done, skipped")
+            continue
+        stale = status == "changed" or (status == "partial" and not st.resumable)
+        if stale and not st.append_only:
+            old = state.get(st.name, {}).get("fingerprint", "unrecorded")
+            for out in [st.output, *st.extra_outputs]:
+                if out.exists():
+                    aside, n = out.with_name(f"{out.name}.stale-{old}"), 1
+                    while aside.exists():
+                        aside, n = out.with_name(f"{out.name}.stale-{old}.{n}"), n + 1
+                    out.rename(aside)
+                    echo(f"[{st.name}] inputs changed: previous output kept at {aside}")
+        echo(f"[{st.name}] {'resuming' if status == 'partial' and st.resumable else 'running'}")
+        t0 = time.time()
+        state[st.name] = {"fingerprint": st.fingerprint, "complete": False, "started": t0}
+        atomic_write_json(run_dir / "stages.json", state)
+        st.run()
+        state[st.name].update(complete=True, seconds=round(time.time() - t0, 1))
+        atomic_write_json(run_dir / "stages.json", state)
+        echo(f"[{st.name}] finished in {time.time() - t0:.0f}s")
+    return plan
