@@ -1,0 +1,351 @@
+"""COMPACT: compatibility-aware multi-teacher CoT distillation (METHODS.md §3).
+
+One micro-step = the K teacher paths of each question. A single training forward of the current
+(LoRA) student gives the logits (for CE and the consistency term) and, through a forward hook on the
+final norm, the hidden states h used by the detached metrics:
+
+    S_MI (MI adaptability), S_cons (graph consensus), S_PPL = CE_k (difficulty)
+    α = softmax((β1 z(S_MI) + β2 z(S_cons) − β3 z(S_PPL)) / T)         (stop-gradient)
+
+Loss (§3.5), averaged over the micro-step's questions:
+
+* ``answer_span``: Σ_k α_k (CE_k + λ · mean_{j≠k} symKL(P_k, P_j)) on the shared answer-value tokens;
+  paths with a truncated answer span keep their CE but leave the consistency term.
+* ``position_aligned`` (authors' code): Σ_k α_k CE_k + λ Σ_{i<j, α_iα_j ≥ w_min} α_iα_j ·
+  (1/N_ij) Σ_t m_it m_jt symKL(p_it, p_jt) over the full vocabulary, masks including the prompt.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from cotdistill.errors import CotdistillError
+from cotdistill.methods.base import Method
+from cotdistill.methods.compact.fusion import fixed_weights, fuse, label_matches
+from cotdistill.methods.compact.metrics import (
+    ModelParts,
+    NormCapture,
+    assert_right_padded,
+    gathered,
+    gold_token_ids,
+    is_fsdp,
+    graph_consensus,
+    last_token_states,
+    mi_adaptability,
+    resolve_parts,
+    think_token_ids,
+)
+from cotdistill.methods.losses import IGNORE_INDEX, answer_log_probs, pairwise_divergence, sequence_ce
+
+log = logging.getLogger(__name__)
+
+PER_PATH_SIGNALS = ("S_mi", "S_cons", "S_ppl", "z_mi", "z_cons", "z_ppl", "alpha")
+
+
+def position_aligned_symkl(
+    logits_i: torch.Tensor, logits_j: torch.Tensor, mask: torch.Tensor, chunk: int | None = None
+) -> torch.Tensor:
+    """(1/N_ij) Σ_t m_t [KL(p_it‖p_jt) + KL(p_jt‖p_it)] with full-vocabulary softmaxes (authors' MCC).
+
+    Chunked over t, each chunk under activation checkpointing, so the fp32 log-softmaxes of only one
+    chunk are alive at a time (forward and backward). Gradients reach both sides.
+
+    Args:
+        logits_i, logits_j: [T, V] logits of two paths of one question.
+        mask: [T] (attention_mask_i · attention_mask_j, prompt included).
+        chunk: positions per chunk (default: ~64 Mi fp32 values per tensor).
+
+    Returns:
+        scalar fp32 (0 if the mask is empty).
+    """
+    t, v = logits_i.shape
+    chunk = chunk or max(1, (1 << 26) // max(v, 1))
+    m = mask.float()
+    total = logits_i.new_zeros((), dtype=torch.float32)
+    for s in range(0, t, chunk):
+        li, lj, mm = logits_i[s : s + chunk], logits_j[s : s + chunk], m[s : s + chunk]
+        if not bool(mm.any()):
+            continue
+        if torch.is_grad_enabled() and (li.requires_grad or lj.requires_grad):
+            total = total + checkpoint(_symkl_sum, li, lj, mm, use_reentrant=False)
+        else:
+            total = total + _symkl_sum(li, lj, mm)
+    return total / m.sum().clamp_min(1)
+
+
+def _symkl_sum(li: torch.Tensor, lj: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    lpi = torch.log_softmax(li.float(), dim=-1)
+    lpj = torch.log_softmax(lj.float(), dim=-1)
+    sym = ((lpi.exp() - lpj.exp()) * (lpi - lpj)).sum(-1)  # = KL(p_i‖p_j) + KL(p_j‖p_i)
+    return (sym * m).sum()
+
+
+class CompactMethod(Method):
+    """COMPACT behind the :class:`Method` interface (config section ``compact``)."""
+
+    name = "compact"
+
+    def __init__(self, config: Any):
+        super().__init__(config)
+        self.cc = getattr(config, "compact", config)
+        if self.cc.weighting == "best_single" and not self.cc.best_teacher:
+            raise CotdistillError("config: compact.best_teacher: required when compact.weighting = best_single")
+        self.tokenizer: Any = None
+        self.think_ids: torch.Tensor | None = None
+        self.gold_by_row: list[list[int]] | None = None
+        self.label_vocab: list[str] | None = None
+        self._parts: tuple[int, ModelParts] | None = None
+        self._warned: set[str] = set()
+
+    # ------------------------------------------------------------------ setup
+
+    def prepare(self, dataset: Any, tokenizer: Any, model: nn.Module) -> None:
+        """Tokenise V_think and every row's gold answer; resolve the model parts (fails fast).
+
+        ``dataset``: the path dataset's train split (a ``DatasetDict`` is accepted: its ``train``),
+        with a ``gold`` column whose row order matches the batch's ``question_row``. A label vocabulary
+        is taken from ``dataset.label_vocab`` / ``dataset.info`` when the trainer provides one.
+        """
+        self.tokenizer = tokenizer
+        self.think_ids = torch.tensor(think_token_ids(tokenizer, self.cc.think_keywords), dtype=torch.long)
+        ds = dataset
+        if ds is not None and hasattr(ds, "keys") and "train" in ds.keys():  # DatasetDict
+            ds = ds["train"]
+        cols = getattr(ds, "column_names", None) or []
+        if ds is not None and "gold" in cols:
+            self.gold_by_row = [gold_token_ids(tokenizer, g, self.cc.gold_leading_space) for g in ds["gold"]]
+        vocab = getattr(dataset, "label_vocab", None) or getattr(ds, "label_vocab", None)
+        if vocab:
+            self.set_label_vocab(vocab)
+        if model is not None:
+            self._model_parts(model)
+
+    def set_label_vocab(self, vocab: list[str]) -> None:
+        """The path-label vocabulary that ``path_slot`` indexes (from the collator/trainer)."""
+        self.label_vocab = [str(v) for v in vocab]
+        if self.cc.weighting == "best_single" and not any(label_matches(v, self.cc.best_teacher) for v in vocab):
+            raise CotdistillError(
+                f"config: compact.best_teacher: {self.cc.best_teacher!r} is not a path label of the dataset "
+                f"(labels: {', '.join(self.label_vocab)})"
+            )
+
+    def _model_parts(self, model: nn.Module) -> ModelParts:
+        if self._parts is None or self._parts[0] != id(model):
+            if is_fsdp(model):
+                raise CotdistillError(
+                    "config: method: compact reads the last layer's q_proj/k_proj and lm_head weights, which "
+                    "FSDP shards; train COMPACT with DDP or DeepSpeed ZeRO-2/ZeRO-3 (accelerate config) instead"
+                )
+            self._parts = (id(model), resolve_parts(model))
+        return self._parts[1]
+
+    def _warn_once(self, key: str, msg: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(msg)
+
+    # ------------------------------------------------------------------ batch helpers
+
+    def _path_labels(self, batch: dict[str, Any], n: int) -> list[str]:
+        names = batch.get("path_label")
+        if isinstance(names, (list, tuple)) and len(names) == n:
+            return [str(x) for x in names]
+        vocab = batch.get("label_vocab") or self.label_vocab
+        slots = batch.get("path_slot")
+        if slots is None:
+            return [str(i) for i in range(n)]
+        out = []
+        for s in slots.tolist():
+            out.append(str(vocab[s]) if vocab is not None and 0 <= s < len(vocab) else str(s))
+        return out
+
+    def _gold_ids(self, batch: dict[str, Any], q: int, idx: torch.Tensor) -> torch.Tensor | None:
+        rows = batch.get("question_row")
+        if self.gold_by_row is not None and rows is not None:
+            return torch.tensor(self.gold_by_row[int(rows[q])], dtype=torch.long)
+        # Fallback: the answer-value tokens of the suffix (= ids(" " + a), i.e. gold_leading_space = true).
+        self._warn_once(
+            "gold", "compact: no gold column prepared; MI uses the suffix's answer tokens (leading-space form)"
+        )
+        for i in idx.tolist():
+            if bool(batch["answer_valid"][i]) and bool(batch["answer_mask"][i].any()):
+                return batch["input_ids"][i][batch["answer_mask"][i].to(torch.bool)].cpu()
+        return None
+
+    # ------------------------------------------------------------------ the step
+
+    def compute_loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Forward the micro-step's paths once; return the COMPACT loss and per-path signals.
+
+        Batch: the contract of ``methods/base.py`` (right-padded). Signals: ``S_mi``, ``S_cons``,
+        ``S_ppl``, ``z_mi``, ``z_cons``, ``z_ppl``, ``alpha`` as {label: float} (mean over paths with the
+        label), and floats ``loss_sft``, ``loss_mcc``, ``loss``.
+        """
+        cc = self.cc
+        parts = self._model_parts(model)
+        input_ids, attn, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+        n = input_ids.size(0)
+        assert_right_padded(attn)
+        if self.think_ids is None:
+            raise CotdistillError("compact: prepare(dataset, tokenizer, model) was not called before training")
+
+        with NormCapture(parts.norm) as cap:
+            out = model(input_ids=input_ids, attention_mask=attn, use_cache=False)
+        logits = out.logits if hasattr(out, "logits") else out[0]
+        hidden = cap.output
+        if hidden is None:
+            raise CotdistillError("compact: the final-norm hook saw no output (unsupported model wrapper)")
+
+        ce = sequence_ce(logits, labels)  # [N] with grad
+        dev = logits.device
+        qidx = batch.get("question_index", torch.zeros(n, dtype=torch.long)).to(dev)
+        valid = batch.get("path_valid", torch.ones(n, dtype=torch.bool)).to(dev).bool()
+        ans_valid = batch.get("answer_valid", torch.ones(n, dtype=torch.bool)).to(dev).bool()
+        path_labels = self._path_labels(batch, n)
+        comp_mask = labels != IGNORE_INDEX
+
+        per_path: dict[str, torch.Tensor] = {k: torch.full((n,), float("nan")) for k in PER_PATH_SIGNALS}
+        losses, sft_terms, mcc_terms = [], [], []
+        for q in torch.unique(qidx).tolist():
+            idx = ((qidx == q) & valid).nonzero(as_tuple=True)[0]
+            if idx.numel() == 0:
+                continue
+            s_mi, s_cons, s_ppl = self._metrics(parts, batch, q, idx, hidden, logits, ce, comp_mask)
+            fz = fuse(
+                s_mi, s_cons, s_ppl,
+                beta_mi=cc.beta_mi, beta_consensus=cc.beta_consensus, beta_difficulty=cc.beta_difficulty,
+                temperature=cc.temperature, eps=cc.zscore_eps,
+            )
+            if cc.weighting == "adaptive":
+                alpha = fz.alpha
+            else:
+                alpha = fixed_weights(cc.weighting, [path_labels[i] for i in idx.tolist()], cc.best_teacher)
+            alpha = alpha.detach().to(dev)
+            for key, val in (("S_mi", s_mi), ("S_cons", s_cons), ("S_ppl", s_ppl), ("z_mi", fz.z_mi),
+                             ("z_cons", fz.z_cons), ("z_ppl", fz.z_ppl), ("alpha", alpha)):
+                per_path[key][idx.cpu()] = val.detach().float().cpu()
+
+            sft = (alpha * ce[idx]).sum()
+            mcc = self._mcc(logits, batch, idx, alpha, ans_valid) if cc.lambda_mcc > 0 else sft.new_zeros(())
+            losses.append(sft + cc.lambda_mcc * mcc)
+            sft_terms.append(sft.detach())
+            mcc_terms.append(mcc.detach())
+
+        if not losses:  # no valid path at all: a zero loss that still touches the graph
+            loss = logits.sum() * 0.0
+            return loss, {"loss": 0.0}
+        loss = torch.stack(losses).mean()
+        signals: dict[str, Any] = {
+            "loss": float(loss.detach()),
+            "loss_sft": float(torch.stack(sft_terms).mean()),
+            "loss_mcc": float(torch.stack(mcc_terms).mean()),
+        }
+        for key, vals in per_path.items():
+            acc: dict[str, list[float]] = defaultdict(list)
+            for i, lab in enumerate(path_labels):
+                if bool(valid[i]) and not torch.isnan(vals[i]):
+                    acc[lab].append(float(vals[i]))
+            signals[key] = {lab: sum(v) / len(v) for lab, v in acc.items()}
+        return loss, signals
+
+    def _metrics(
+        self,
+        parts: ModelParts,
+        batch: dict[str, torch.Tensor],
+        q: int,
+        idx: torch.Tensor,
+        hidden: torch.Tensor,
+        logits: torch.Tensor,
+        ce: torch.Tensor,
+        comp_mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(S_MI, S_cons, S_PPL) of one question's valid paths ``idx``, each [K] fp32 detached."""
+        cc = self.cc
+        h = hidden[idx]
+        k = idx.numel()
+        # (1) MI adaptability
+        gold = self._gold_ids(batch, q, idx)
+        weight = parts.out_embeddings.weight
+        if gold is None or gold.numel() == 0:
+            s_mi = torch.zeros(k)
+        else:
+            gold = gold.to(h.device)
+            with gathered([weight]):
+                vocab = weight.size(0)
+                if int(gold.max()) >= vocab:
+                    raise CotdistillError(
+                        f"config: train.model: gold token id {int(gold.max())} is outside the student's "
+                        f"output vocabulary ({vocab}); tokenizer and model do not match"
+                    )
+                gold_emb = weight[gold].detach().clone() if cc.mi_variant == "logit" else None
+            s_mi = mi_adaptability(
+                h, batch["input_ids"][idx], gold,
+                gold_emb=gold_emb,
+                logits=logits[idx].detach() if cc.mi_variant == "logprob" else None,
+                think_ids=self.think_ids,
+                think_weight=cc.think_weight, non_think_weight=cc.non_think_weight,
+                variant=cc.mi_variant,
+                scope_mask=comp_mask[idx] if cc.mi_scope == "completion" else None,
+                length_norm=cc.mi_length_norm,
+                completion_len=comp_mask[idx].sum(-1),
+            )
+        # (2) graph consensus on the post-final-norm last-token states (the code's quirk)
+        v = last_token_states(h, batch["attention_mask"][idx])
+        qk_params = list(parts.q_proj.parameters()) + list(parts.k_proj.parameters())
+        with gathered(qk_params):
+            s_cons, _ = graph_consensus(
+                v, parts.q_proj, parts.k_proj,
+                n_heads=parts.n_heads, n_kv_heads=parts.n_kv_heads, gqa_repeat=cc.gqa_repeat,
+            )
+        # (3) difficulty
+        s_ppl = ce[idx].detach().float()
+        return s_mi.float().cpu(), s_cons.float().cpu(), s_ppl.cpu()
+
+    def _mcc(
+        self,
+        logits: torch.Tensor,
+        batch: dict[str, torch.Tensor],
+        idx: torch.Tensor,
+        alpha: torch.Tensor,
+        ans_valid: torch.Tensor,
+    ) -> torch.Tensor:
+        """The consistency term of one question (before λ); differentiable w.r.t. both sides of each pair.
+
+        ``answer_span``: Σ_k α_k · mean_{j≠k, both spans intact} symKL(P_k, P_j).
+        ``position_aligned``: Σ_{i<j, α_iα_j ≥ min} α_iα_j · masked mean_t symKL(p_it, p_jt).
+        """
+        cc = self.cc
+        k = idx.numel()
+        zero = logits.new_zeros((), dtype=torch.float32)
+        if k < 2:
+            return zero
+        if cc.mcc_mode == "answer_span":
+            av = ans_valid[idx]
+            if int(av.sum()) < 2:
+                return zero
+            logp, span = answer_log_probs(logits[idx], batch["answer_mask"][idx].to(torch.bool))
+            span = span & av[:, None]
+            d = pairwise_divergence(logp, span, kind="sym_kl")  # [K, K]
+            pair = av[:, None] & av[None, :] & ~torch.eye(k, dtype=torch.bool, device=d.device)
+            n_partners = pair.sum(1)
+            l_mcon = (d * pair).sum(1) / n_partners.clamp_min(1)
+            return (alpha * l_mcon).sum()
+        if cc.mcc_mode == "position_aligned":
+            attn = batch["attention_mask"]
+            total = zero
+            for a in range(k):
+                for b in range(a + 1, k):
+                    w = float(alpha[a] * alpha[b])
+                    if w < cc.mcc_min_pair_weight:
+                        continue
+                    i, j = int(idx[a]), int(idx[b])
+                    m = attn[i].to(logits.device) * attn[j].to(logits.device)
+                    total = total + w * position_aligned_symkl(logits[i], logits[j], m)
+            return total
+        raise ValueError(f"unknown mcc_mode {cc.mcc_mode!r}")
