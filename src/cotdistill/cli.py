@@ -44,6 +44,26 @@ def validate(config: Annotated[Path, typer.Argument(help="YAML config file.")]) 
 # ---- stage commands are registered below (one block per stage) ----
 
 
+@app.command("curate")
+def curate_cmd(
+    config: Annotated[Path, typer.Argument(help="YAML config (its `curate` section is used).")],
+    store: Annotated[Optional[Path], typer.Option("--store", help="Rationale store folder.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Output dataset folder.")] = None,
+) -> None:
+    """Filter, normalise, dedup and sample the rationale store into a multi-path dataset (+ data card).
+
+    Defaults: `<run_dir>/rationales` -> `<run_dir>/dataset`.
+    """
+    from cotdistill.config import load_config
+    from cotdistill.curate import curate_store, load_data_card
+
+    cfg = load_config(config)
+    out_dir = curate_store(cfg, store or cfg.run_dir() / "rationales", out or cfg.run_dir() / "dataset")
+    card = load_data_card(out_dir)
+    splits = ", ".join(f"{s}: {v['questions']} questions / {v['paths']} paths" for s, v in card["splits"].items())
+    typer.echo(f"{out_dir}: {splits}; labels by {card['label_scheme']} (see data_card.md)")
+
+
 @app.command("run")
 def run_cmd(
     config: Annotated[Path, typer.Argument(help="YAML config with every stage.")],

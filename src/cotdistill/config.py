@@ -122,7 +122,11 @@ class DifficultyConfig(Section):
     )
     min_level: int = Field(4, description="math_level: MATH level counted as hard.")
     target_size: int | None = Field(None, ge=1, description="Keep all hard, add seeded easy ones up to this size.")
-    hard_ids_file: str | None = Field(None, description="criterion=given: file with one hard question id a line.")
+    hard_ids_file: str | None = Field(
+        None,
+        description="given: file with one hard question id a line; student_greedy_fail: the base student's eval "
+        "JSONL (`id`, `correct`) on the training questions (hard = not correct).",
+    )
 
 
 class CurateConfig(Section):
@@ -135,6 +139,14 @@ class CurateConfig(Section):
     eval_guard: list[str] = Field(
         default_factory=lambda: ["gsm8k", "svamp", "math500"],
         description="Benchmarks whose test questions may never enter training (normalised text).",
+    )
+    eval_guard_action: Literal["refuse", "drop"] = Field(
+        "refuse", description="On a training question found in an eval_guard benchmark: refuse (error) or drop it."
+    )
+    label_by: Literal["auto", "perspective", "teacher", "teacher_perspective"] = Field(
+        "auto",
+        description="Path label for weighting signals; auto = perspective (one teacher), teacher (one perspective), "
+        "else teacher/perspective.",
     )
     dev_fraction: float = Field(0.0, ge=0, lt=1, description="Held-out fraction of curated questions (dev loss).")
 

@@ -1,0 +1,82 @@
+"""The data card: what went into a curated path dataset and what was left out, as JSON and Markdown."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:.1f}%"
+
+
+def render_markdown(card: dict) -> str:
+    """A human-readable ``data_card.md`` from the ``data_card.json`` dict."""
+    q = card["questions"]
+    lines = [
+        f"# Path dataset: {card['provenance'].get('run_name', '')}".rstrip(),
+        "",
+        f"Curated by cotdistill {card['provenance']['cotdistill_version']} at {card['provenance']['created_at']} "
+        f"from `{card['provenance']['store_dir']}` (config hash `{card['provenance']['config_hash']}`, "
+        f"extractor `{card['provenance']['extractor_version']}`). Fingerprint `{card['fingerprint']}`.",
+        "",
+        "## Splits",
+        "",
+        _table(["split", "questions", "paths"], [[s, v["questions"], v["paths"]] for s, v in card["splits"].items()]),
+        "",
+        f"Path label: **{card['label_scheme']}**; labels: {', '.join(card['labels']) or '—'}.",
+        "",
+        "## Questions",
+        "",
+        _table(
+            ["stage", "count"],
+            [["in store (after teacher/perspective selection)", q["in_store"]], ["kept", q["kept"]]]
+            + [[f"dropped: {k}", v] for k, v in q["dropped"].items()],
+        ),
+        "",
+        "## Records and paths per teacher and perspective",
+        "",
+        _table(
+            ["teacher", "perspective", "records", "correct", "correct %", "kept paths"],
+            [
+                [r["teacher"], r["perspective"], r["records"], r["correct"], _pct(r["correct_rate"]), r["kept_paths"]]
+                for r in card["by_teacher_perspective"]
+            ],
+        ),
+        "",
+        _table(
+            ["teacher", "model(s)", "records", "correct %", "kept paths"],
+            [
+                [t, ", ".join(v["models"]), v["records"], _pct(v["correct_rate"]), v["kept_paths"]]
+                for t, v in card["by_teacher"].items()
+            ],
+        ),
+        "",
+        "## Paths dropped",
+        "",
+        _table(["reason", "paths"], [[k, v] for k, v in card["paths_dropped"].items()]),
+        "",
+        "## Paths per question",
+        "",
+        _table(["paths", "questions"], [[k, v] for k, v in card["paths_per_question"].items()]),
+        "",
+    ]
+    if card.get("difficulty"):
+        d = card["difficulty"]
+        lines += ["## Difficulty", "", f"criterion `{d['criterion']}`: " + ", ".join(
+            f"{k} {v}" for k, v in d["kept"].items()
+        ), ""]
+    g = card["eval_guard"]
+    lines += [
+        "## Contamination guard",
+        "",
+        f"Benchmarks: {', '.join(g['benchmarks']) or 'none'}; action `{g['action']}`; "
+        f"questions matching an eval question: {g['contaminated']}.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,472 @@
+"""Rationale store -> path dataset (METHODS.md §0.1, §1.4–1.7; DESIGN.md "Records", "Path dataset").
+
+Steps, in order: select teachers/perspectives; re-score every record from its raw text with the current
+extractor (stored ``correct`` is ignored, so a parser change never forces regeneration); drop wrong paths
+(``curate.filter.judge = rule``); reduce each response to its rationale body (final-answer line removed);
+group by question (ids with the same normalised text and gold are merged); drop near-duplicates; cap the
+paths per question; drop questions with fewer than ``min_correct_paths`` paths; contamination guard;
+difficulty sampling; dev split; save a ``datasets.DatasetDict`` with a data card.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from cotdistill.config import Config
+from cotdistill.errors import CotdistillError
+from cotdistill.utils.io import atomic_write_json, atomic_write_text, stable_hash
+
+log = logging.getLogger(__name__)
+
+REQUIRED_FIELDS = ("key", "question_id", "question", "gold", "kind", "teacher", "perspective", "raw_response")
+CARD_JSON = "data_card.json"
+CARD_MD = "data_card.md"
+
+
+# --------------------------------------------------------------------------- store access
+
+
+def _open_store(store_dir: Path) -> tuple[Iterator[dict], dict]:
+    """(winning ``ok`` record of every key; store stats) of a rationale store folder."""
+    from cotdistill.teachers.store import RECORDS_FILE, RationaleStore
+
+    if not (store_dir / RECORDS_FILE).is_file():
+        raise CotdistillError(f"{store_dir}: no rationale store here ({RECORDS_FILE} missing); run synthesize/import")
+    store = RationaleStore(store_dir)
+    return store.iter_records(status="ok"), dict(store.stats())
+
+
+def _check_record(rec: dict, where: Path) -> None:
+    for f in REQUIRED_FIELDS:
+        if rec.get(f) is None:
+            raise CotdistillError(f"{where}: record {rec.get('key', '?')}: missing field '{f}'")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _score(rec: dict) -> tuple[str | None, bool]:
+    from cotdistill.data.answers import score
+    from cotdistill.data.types import Example
+
+    ex = Example(
+        id=str(rec["question_id"]),
+        benchmark=str(rec.get("source") or ""),
+        question=rec["question"],
+        answer=str(rec["gold"]),
+        kind=rec["kind"],
+        choices=tuple(rec["choices"]) if rec.get("choices") else None,
+    )
+    return score(rec.get("raw_response") or "", ex)
+
+
+def _order_round_robin(paths: list[dict]) -> list[dict]:
+    """Interleave teachers (each in perspective/sample order) so a cap keeps every teacher represented."""
+    by_teacher: dict[str, list[dict]] = defaultdict(list)
+    for p in paths:
+        by_teacher[p["teacher"]].append(p)
+    queues = [by_teacher[t] for t in sorted(by_teacher)]
+    out: list[dict] = []
+    i = 0
+    while any(i < len(q) for q in queues):
+        out += [q[i] for q in queues if i < len(q)]
+        i += 1
+    return out
+
+
+def _label(scheme: str, teacher: str, perspective: str) -> str:
+    if scheme == "perspective":
+        return perspective
+    if scheme == "teacher":
+        return teacher
+    return f"{teacher}/{perspective}"
+
+
+def _rate(correct: int, n: int) -> float | None:
+    return correct / n if n else None
+
+
+# --------------------------------------------------------------------------- main entry
+
+
+def curate_store(config: Config, store_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """Build the path dataset from the rationale store ``store_dir`` into ``out_dir``.
+
+    ``out_dir`` becomes a ``datasets.DatasetDict`` folder (``save_to_disk``; split ``train`` and, with
+    ``curate.dev_fraction > 0``, ``dev``) plus ``data_card.json`` / ``data_card.md``. One row per question:
+    ``question_id, question, gold, kind, source, difficulty, paths`` where ``paths`` is a list of
+    ``{teacher, perspective, label, text, record_key}``; ``text`` has no final-answer line (the collator
+    appends the shared suffix). Written atomically; an existing identical dataset is left as is and
+    returned, an existing different one is refused. Raises :class:`CotdistillError` on bad input or when
+    a training question is an ``curate.eval_guard`` test question (unless ``eval_guard_action = drop``).
+    """
+    from tqdm.auto import tqdm
+
+    from cotdistill.curate.difficulty import hard_question_ids, sample_by_difficulty
+    from cotdistill.curate.guard import contamination_error, find_contaminated
+    from cotdistill.curate.text import clean_rationale, dedup_indices
+    from cotdistill.data.answers import EXTRACTOR_VERSION, is_correct
+    from cotdistill.data.prompts import normalize_question
+
+    cur = config.curate
+    store_dir, out_dir = Path(store_dir), Path(out_dir)
+    where = store_dir / "records.jsonl"
+    if cur.max_paths_per_question is not None and cur.max_paths_per_question < cur.filter.min_correct_paths:
+        raise CotdistillError(
+            "config: curate.max_paths_per_question: smaller than curate.filter.min_correct_paths "
+            f"({cur.max_paths_per_question} < {cur.filter.min_correct_paths}): every question would be dropped"
+        )
+    records, store_stats = _open_store(store_dir)
+    teachers_sel = set(cur.teachers) if cur.teachers is not None else None
+    persp_sel = set(cur.perspectives) if cur.perspectives is not None else None
+    warnings: list[str] = []
+
+    def warn(msg: str) -> None:
+        warnings.append(msg)
+        log.warning(msg)
+
+    # ---- per-record: select, re-score, filter, clean
+    stats: dict[tuple[str, str], Counter] = defaultdict(Counter)
+    models: dict[str, set[str]] = defaultdict(set)
+    path_drops: Counter = Counter()
+    changed_verdicts = 0
+    n_read = 0
+    questions: dict[str, dict] = {}  # qid -> first record (question metadata)
+    paths_by_q: dict[str, list[dict]] = defaultdict(list)
+    for rec in tqdm(records, desc="curate: scoring", unit="rec", mininterval=2.0):
+        n_read += 1
+        _check_record(rec, where)
+        teacher, persp = str(rec["teacher"]), str(rec["perspective"])
+        if teachers_sel is not None and teacher not in teachers_sel:
+            path_drops["teacher_not_selected"] += 1
+            continue
+        if persp_sel is not None and persp not in persp_sel:
+            path_drops["perspective_not_selected"] += 1
+            continue
+        qid = str(rec["question_id"])
+        questions.setdefault(qid, rec)
+        if rec.get("teacher_model"):
+            models[teacher].add(str(rec["teacher_model"]))
+        pred, ok = _score(rec)
+        if rec.get("correct") is not None and bool(rec["correct"]) != ok:
+            changed_verdicts += 1
+        st = stats[(teacher, persp)]
+        st["records"] += 1
+        st["correct"] += int(ok)
+        if cur.filter.judge == "rule" and not ok:
+            path_drops["incorrect"] += 1
+            continue
+        text = clean_rationale(rec["raw_response"])
+        if not text:
+            path_drops["empty_rationale"] += 1
+            continue
+        paths_by_q[qid].append(
+            {
+                "teacher": teacher,
+                "perspective": persp,
+                "text": text,
+                "record_key": str(rec["key"]),
+                "_order": (teacher, persp, int(rec.get("sample_idx") or 0), str(rec["key"])),
+            }
+        )
+    if n_read == 0:
+        raise CotdistillError(f"{where}: the store holds no successful records")
+    if changed_verdicts:
+        warn(f"{changed_verdicts} record(s) changed correctness verdict under extractor {EXTRACTOR_VERSION}")
+
+    # ---- merge question ids that are the same question (same normalised text and gold)
+    merged_ids = 0
+    canon: dict[str, str] = {}
+    for qid in sorted(questions):
+        q = questions[qid]
+        norm = normalize_question(q["question"])
+        target = canon.get(norm)
+        if target is None:
+            canon[norm] = qid
+            continue
+        tq = questions[target]
+        if tq["kind"] == q["kind"] and is_correct(str(q["gold"]), str(tq["gold"]), tq["kind"]):
+            paths_by_q[target].extend(paths_by_q.pop(qid, []))
+            del questions[qid]
+            merged_ids += 1
+        else:
+            warn(f"questions {target} and {qid} have the same text but different gold answers; kept apart")
+    q_dropped: Counter = Counter()
+    n_questions = len(questions)
+
+    # ---- per-question: dedup, cap, min paths
+    kept_paths: dict[str, list[dict]] = {}
+    for qid in sorted(questions):
+        paths = sorted(paths_by_q.get(qid, []), key=lambda p: p["_order"])
+        keep = dedup_indices([p["text"] for p in paths], cur.dedup_threshold)
+        path_drops["near_duplicate"] += len(paths) - len(keep)
+        paths = _order_round_robin([paths[i] for i in keep])
+        if cur.max_paths_per_question is not None and len(paths) > cur.max_paths_per_question:
+            path_drops["over_max_paths_per_question"] += len(paths) - cur.max_paths_per_question
+            paths = paths[: cur.max_paths_per_question]
+        if len(paths) < cur.filter.min_correct_paths:
+            reason = "too_few_paths" if paths else ("no_correct_path" if cur.filter.judge == "rule" else "no_path")
+            q_dropped[reason] += 1
+            path_drops["question_dropped"] += len(paths)
+            continue
+        kept_paths[qid] = paths
+
+    # ---- contamination guard (before sampling, so dropped ones are replaced by clean questions)
+    hits = find_contaminated({q: questions[q]["question"] for q in kept_paths}, list(cur.eval_guard))
+    if hits and cur.eval_guard_action == "refuse":
+        raise contamination_error(str(where), hits)
+    for qid in hits:
+        path_drops["question_dropped"] += len(kept_paths.pop(qid))
+    if hits:
+        q_dropped["contaminated"] = len(hits)
+        warn(f"dropped {len(hits)} question(s) that are test questions of {', '.join(cur.eval_guard)}")
+
+    # ---- difficulty sampling
+    qids = sorted(kept_paths)
+    hard = hard_question_ids(cur.difficulty, {q: questions[q] for q in qids})
+    n_hard_total = len(hard) if hard is not None else None
+    qids, difficulty, diff_drop = sample_by_difficulty(qids, hard, cur.difficulty.target_size, config.run.seed)
+    for reason, n in diff_drop.items():
+        if n:
+            q_dropped[reason] = n
+    for q in set(kept_paths) - set(qids):
+        path_drops["question_dropped"] += len(kept_paths.pop(q))
+    if not qids:
+        raise CotdistillError(
+            f"{where}: no question survived curation ({n_questions} in store; dropped: "
+            + ", ".join(f"{k} {v}" for k, v in q_dropped.items())
+            + "); check curate.filter and curate.teachers/perspectives"
+        )
+
+    # ---- labels
+    all_t = {p["teacher"] for q in qids for p in kept_paths[q]}
+    all_p = {p["perspective"] for q in qids for p in kept_paths[q]}
+    scheme = cur.label_by
+    if scheme == "auto":
+        scheme = "perspective" if len(all_t) == 1 else "teacher" if len(all_p) == 1 else "teacher_perspective"
+
+    rows = []
+    for qid in qids:
+        q = questions[qid]
+        rows.append(
+            {
+                "question_id": qid,
+                "question": q["question"],
+                "gold": str(q["gold"]),
+                "kind": str(q["kind"]),
+                "source": str(q.get("source") or ""),
+                "difficulty": difficulty[qid],
+                "paths": [
+                    {
+                        "teacher": p["teacher"],
+                        "perspective": p["perspective"],
+                        "label": _label(scheme, p["teacher"], p["perspective"]),
+                        "text": p["text"],
+                        "record_key": p["record_key"],
+                    }
+                    for p in kept_paths[qid]
+                ],
+            }
+        )
+
+    # ---- dev split (seeded, by question)
+    splits: dict[str, list[dict]] = {"train": rows}
+    if cur.dev_fraction > 0 and len(rows) >= 2:
+        n_dev = min(len(rows) - 1, max(1, round(cur.dev_fraction * len(rows))))
+        dev_ids = set(random.Random(config.run.seed).sample([r["question_id"] for r in rows], n_dev))
+        splits = {
+            "train": [r for r in rows if r["question_id"] not in dev_ids],
+            "dev": [r for r in rows if r["question_id"] in dev_ids],
+        }
+    elif cur.dev_fraction > 0:
+        warn("curate.dev_fraction > 0 but fewer than 2 questions: no dev split")
+
+    fingerprint = stable_hash({"splits": splits, "label_scheme": scheme}, length=24)
+
+    # ---- data card
+    kept_count: Counter = Counter((p["teacher"], p["perspective"]) for q in qids for p in kept_paths[q])
+    by_tp = []
+    for (t, p), st in sorted(stats.items()):
+        by_tp.append(
+            {
+                "teacher": t,
+                "perspective": p,
+                "records": st["records"],
+                "correct": st["correct"],
+                "correct_rate": _rate(st["correct"], st["records"]),
+                "kept_paths": kept_count[(t, p)],
+            }
+        )
+    by_teacher: dict[str, Any] = {}
+    by_persp: dict[str, Any] = {}
+    for agg, field in ((by_teacher, "teacher"), (by_persp, "perspective")):
+        for r in by_tp:
+            a = agg.setdefault(r[field], {"records": 0, "correct": 0, "kept_paths": 0})
+            for k in ("records", "correct", "kept_paths"):
+                a[k] += r[k]
+        for v in agg.values():
+            v["correct_rate"] = _rate(v["correct"], v["records"])
+    for t, v in by_teacher.items():
+        v["models"] = sorted(models.get(t, ()))
+    hist = Counter(len(kept_paths[q]) for q in qids)
+    try:
+        from importlib.metadata import version
+
+        cd_version = version("cotdistill")
+    except Exception:  # pragma: no cover
+        cd_version = "unknown"
+    card = {
+        "fingerprint": fingerprint,
+        "label_scheme": {"teacher_perspective": "teacher/perspective"}.get(scheme, scheme),
+        "labels": sorted({p["label"] for r in rows for p in r["paths"]}),
+        "splits": {s: {"questions": len(v), "paths": sum(len(r["paths"]) for r in v)} for s, v in splits.items()},
+        "questions": {
+            "in_store": n_questions,
+            "merged_duplicate_ids": merged_ids,
+            "kept": len(qids),
+            "dropped": dict(q_dropped),
+        },
+        "records": {"read": n_read, "verdict_changed_on_rescore": changed_verdicts},
+        "paths_dropped": dict(path_drops),
+        "paths_per_question": {str(k): hist[k] for k in sorted(hist)},
+        "by_teacher_perspective": by_tp,
+        "by_teacher": by_teacher,
+        "by_perspective": by_persp,
+        "difficulty": (
+            None
+            if hard is None
+            else {
+                "criterion": cur.difficulty.criterion,
+                "hard_candidates": n_hard_total,
+                "target_size": cur.difficulty.target_size,
+                "kept": dict(Counter(difficulty[q] for q in qids)),
+            }
+        ),
+        "eval_guard": {
+            "benchmarks": list(cur.eval_guard),
+            "action": cur.eval_guard_action,
+            "contaminated": len(hits),
+            "contaminated_ids": sorted(hits)[:100],
+        },
+        "warnings": warnings,
+        "provenance": {
+            "run_name": config.run.name,
+            "store_dir": str(store_dir),
+            "store_stats": store_stats,
+            "config_hash": stable_hash({"curate": cur.model_dump(mode="json"), "seed": config.run.seed}),
+            "curate_config": cur.model_dump(mode="json"),
+            "seed": config.run.seed,
+            "answer_suffix": config.data.answer_suffix,
+            "extractor_version": EXTRACTOR_VERSION,
+            "cotdistill_version": cd_version,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    }
+    return _save(splits, card, out_dir)
+
+
+# --------------------------------------------------------------------------- saving / loading
+
+
+def _features():
+    from datasets import Features, Value
+
+    s = Value("string")
+    return Features(
+        {
+            "question_id": s,
+            "question": s,
+            "gold": s,
+            "kind": s,
+            "source": s,
+            "difficulty": s,
+            "paths": [{"teacher": s, "perspective": s, "label": s, "text": s, "record_key": s}],
+        }
+    )
+
+
+def _existing_fingerprint(out_dir: Path) -> str | None:
+    try:
+        return json.loads((out_dir / CARD_JSON).read_text(encoding="utf-8")).get("fingerprint")
+    except (OSError, ValueError):
+        return None
+
+
+def _save(splits: dict[str, list[dict]], card: dict, out_dir: Path) -> Path:
+    from datasets import Dataset, DatasetDict
+
+    if out_dir.exists() and (out_dir.is_file() or any(out_dir.iterdir())):
+        if _existing_fingerprint(out_dir) == card["fingerprint"]:
+            log.info("%s: identical dataset already there; left as is", out_dir)
+            return out_dir
+        raise CotdistillError(
+            f"{out_dir}: a different dataset (or other files) already exists there; choose another --out or remove it"
+        )
+    features = _features()
+    dd = DatasetDict({s: Dataset.from_list(rows, features=features) for s, rows in splits.items()})
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        dd.save_to_disk(str(tmp))
+        from cotdistill.curate.card import render_markdown
+
+        atomic_write_json(tmp / CARD_JSON, card)
+        atomic_write_text(tmp / CARD_MD, render_markdown(card))
+        if out_dir.exists():
+            out_dir.rmdir()  # empty (checked above); rename needs the name free
+        os.rename(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def load_path_dataset(dir: str | os.PathLike):
+    """Load a curated path dataset (``datasets.DatasetDict`` with ``train`` and maybe ``dev``)."""
+    from datasets import DatasetDict, load_from_disk
+
+    p = Path(dir)
+    if not (p / "dataset_dict.json").is_file():
+        raise CotdistillError(f"{p}: not a curated path dataset (dataset_dict.json missing); run `cotdistill curate`")
+    dd = load_from_disk(str(p))
+    if not isinstance(dd, DatasetDict) or "train" not in dd:
+        raise CotdistillError(f"{p}: path dataset has no 'train' split")
+    return dd
+
+
+def load_data_card(dir: str | os.PathLike) -> dict:
+    """The ``data_card.json`` of a curated dataset folder."""
+    p = Path(dir) / CARD_JSON
+    if not p.is_file():
+        raise CotdistillError(f"{p}: data card missing")
+    return json.loads(p.read_text(encoding="utf-8"))
+
+
+def export_compact_json(dir: str | os.PathLike, path: str | os.PathLike, *, split: str = "train",
+                        answer_suffix: str = "The answer is: {a}") -> Path:
+    """Write a split in the COMPACT authors' format (METHODS.md §1.7):
+    ``[{"Question": str, "CoT": [rationale + "\\n" + suffix] * K, "Answer": str}, ...]``."""
+    dd = load_path_dataset(dir)
+    if split not in dd:
+        raise CotdistillError(f"{dir}: split '{split}' not in the dataset ({', '.join(dd)})")
+    out = [
+        {
+            "Question": r["question"],
+            "CoT": [p["text"] + "\n" + answer_suffix.format(a=r["gold"]) for p in r["paths"]],
+            "Answer": r["gold"],
+        }
+        for r in dd[split]
+    ]
+    atomic_write_json(path, out)
+    return Path(path)

@@ -1,0 +1,55 @@
+"""Rationale text normalisation and near-duplicate detection (METHODS.md §0.1, §1.5).
+
+A curated path keeps only the teacher's reasoning: the final-answer line is removed here and the
+collator appends the shared suffix built from the gold answer, so answer tokens align across paths.
+"""
+
+from __future__ import annotations
+
+import re
+
+_THINK_TAG = re.compile(r"</?think>", re.IGNORECASE)
+_WORD = re.compile(r"\w+|[^\w\s]")
+
+
+def clean_rationale(raw: str) -> str:
+    """The rationale body of a teacher response: ``<think>`` tags removed (their content is reasoning and
+    kept), the teacher's own final-answer statement dropped (``data.answers.strip_final_answer_line``: a
+    trailing "The answer is ..." sentence, ``\\boxed{}``-only or ``####`` line), surrounding whitespace
+    stripped. May return ``""`` (an answer-only response).
+    """
+    from cotdistill.data.answers import strip_final_answer_line
+
+    return strip_final_answer_line(_THINK_TAG.sub("", raw or "").strip()).strip()
+
+
+def shingles(text: str, n: int = 3) -> frozenset:
+    """Lower-cased word ``n``-grams of ``text`` (punctuation tokens included); unigrams when shorter than n."""
+    toks = _WORD.findall(text.lower())
+    if len(toks) < n:
+        return frozenset((t,) for t in toks)
+    return frozenset(tuple(toks[i : i + n]) for i in range(len(toks) - n + 1))
+
+
+def jaccard(a: frozenset, b: frozenset) -> float:
+    """|a ∩ b| / |a ∪ b|; two empty sets count as identical (1.0)."""
+    if not a and not b:
+        return 1.0
+    return len(a & b) / len(a | b)
+
+
+def dedup_indices(texts: list[str], threshold: float, n: int = 3) -> list[int]:
+    """Indices of ``texts`` kept by greedy near-duplicate removal, in input order.
+
+    A text is dropped when its word-``n``-gram Jaccard similarity to an already kept text is
+    ``>= threshold`` (so ``threshold = 1`` drops only texts with identical n-gram sets).
+    """
+    kept: list[int] = []
+    kept_sh: list[frozenset] = []
+    for i, t in enumerate(texts):
+        sh = shingles(t, n)
+        if any(jaccard(sh, k) >= threshold for k in kept_sh):
+            continue
+        kept.append(i)
+        kept_sh.append(sh)
+    return kept
