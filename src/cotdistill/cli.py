@@ -44,6 +44,61 @@ def validate(config: Annotated[Path, typer.Argument(help="YAML config file.")]) 
 # ---- stage commands are registered below (one block per stage) ----
 
 
+@app.command("synthesize")
+def synthesize_cmd(
+    config: Annotated[Path, typer.Argument(help="YAML config (data, teachers, synthesis sections).")],
+    run_dir: Annotated[Optional[Path], typer.Option("--run-dir", help="Run folder (default run.output_dir/run.name).")] = None,
+) -> None:
+    """Import `data.imports` and ask every teacher for every (question, perspective, sample) not yet stored.
+
+    Resumable: finished keys are skipped, failed ones re-sent. The store is `<run_dir>/rationales`.
+    """
+    from cotdistill.config import load_config
+    from cotdistill.teachers.importers import import_rationales
+    from cotdistill.teachers.store import RationaleStore
+    from cotdistill.teachers.synthesize import STORE_SUBDIR, synthesize
+
+    cfg = load_config(config)
+    rd = run_dir or cfg.run_dir()
+    if not cfg.teachers and not cfg.data.imports:
+        raise CotdistillError(f"{config}: teachers: no teachers and no data.imports: nothing to synthesize")
+    for spec in cfg.data.imports:
+        s = import_rationales(spec.format, spec.path, RationaleStore(rd / STORE_SUBDIR), **spec.options)
+        typer.echo(f"import {s['format']}: {s['added']} added, {s['skipped_existing']} already stored, "
+                   f"unmatched {s['unmatched'] or 0}")
+    if cfg.teachers:
+        summary = synthesize(cfg, rd)
+        if summary["remaining"]:
+            _echo_err(f"{summary['remaining']} request(s) not done ({summary['failed']} failed this run); "
+                      "re-run the same command to retry them")
+            raise typer.Exit(1)
+
+
+@app.command("import")
+def import_cmd(
+    format: Annotated[str, typer.Argument(help="mcc-kd | eit | sbs | mentor-kd | store")],
+    path: Annotated[Optional[Path], typer.Argument(help="The set's folder (default: its folder in the data dir).")] = None,
+    store: Annotated[Path, typer.Option("--store", help="Rationale store folder to add records to.")] = ...,
+    option: Annotated[list[str], typer.Option("--option", "-o", help="Importer option KEY=VALUE (YAML value), "
+                                             "e.g. -o levels=[1,3] -o teachers=gpt-4o,llama-3-70b")] = [],
+) -> None:
+    """Import a public teacher-rationale set into a rationale store (importing twice adds nothing)."""
+    import yaml
+
+    from cotdistill.teachers.importers import import_rationales
+
+    opts = {}
+    for o in option:
+        k, sep, v = o.partition("=")
+        if not sep or not k.strip():
+            raise CotdistillError(f"import: --option: expected KEY=VALUE, got {o!r}")
+        opts[k.strip()] = yaml.safe_load(v)
+    s = import_rationales(format, path, store, **opts)
+    typer.echo(f"import {s['format']} from {s['path']}: read {s['read']}, added {s['added']}, "
+               f"already stored {s['skipped_existing']}, unmatched {s['unmatched'] or 0}, "
+               f"answer-correct {s['correct']}/{s['added']} -> {store}")
+
+
 @app.command("curate")
 def curate_cmd(
     config: Annotated[Path, typer.Argument(help="YAML config (its `curate` section is used).")],

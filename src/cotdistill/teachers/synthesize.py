@@ -1,0 +1,283 @@
+"""Live teacher synthesis: questions × teachers × perspectives × samples → the rationale store.
+
+``synthesize(config, run_dir)`` plans every request, skips keys already in the store, runs each teacher's
+backend in its own thread (teachers on different endpoints work at once), and streams every result into
+the store the moment it arrives (one fsynced line per result). Killing the process at any point loses at
+most the requests in flight; the next run re-sends exactly those. Failures are recorded with their error
+and re-sent by the next run (``synthesis.retry_failed``).
+"""
+
+from __future__ import annotations
+
+import queue
+import random
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from cotdistill import __version__
+from cotdistill.errors import CotdistillError
+from cotdistill.teachers.backends.base import GenRequest, GenResult, make_backend
+from cotdistill.teachers.perspectives import STANDARD, STANDARD_PERSPECTIVE, Perspective, resolve_perspectives
+from cotdistill.teachers.prompts import build_messages
+from cotdistill.teachers.store import RationaleStore, record_key
+from cotdistill.utils.io import atomic_write_json, atomic_write_text, stable_hash
+
+STORE_SUBDIR = "rationales"
+
+
+@dataclass
+class PlannedItem:
+    """One planned teacher call: the request and the record fields known before the reply."""
+
+    teacher: str
+    request: GenRequest
+    record: dict[str, Any]
+    example: Any
+
+
+def utc_now() -> str:
+    """ISO-8601 UTC timestamp."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def load_question_pool(config: Any) -> list[Any]:
+    """Questions of ``data.question_pool`` (deduplicated by id), seeded-sampled to ``data.max_questions``.
+
+    The sample keeps the pool's order, so growing ``max_questions`` never reshuffles earlier picks' keys.
+    """
+    from cotdistill.data.registry import load_benchmark
+
+    seen: set[str] = set()
+    pool: list[Any] = []
+    for spec in config.data.question_pool:
+        for ex in load_benchmark(spec):
+            if ex.id not in seen:
+                seen.add(ex.id)
+                ex.meta.setdefault("source_spec", spec)
+                pool.append(ex)
+    if not pool:
+        raise CotdistillError("config: data.question_pool: no questions loaded")
+    k = config.data.max_questions
+    if k is not None and k < len(pool):
+        idx = sorted(random.Random(config.run.seed).sample(range(len(pool)), k))
+        pool = [pool[i] for i in idx]
+    return pool
+
+
+def _teacher_perspectives(config: Any, i: int, all_p: list[Perspective]) -> list[Perspective]:
+    t = config.teachers[i]
+    ps = list(all_p)
+    if config.data.standard_path == "plain" and all(p.id != STANDARD for p in ps):
+        ps.append(STANDARD_PERSPECTIVE)
+    if t.perspectives is None:
+        return ps
+    by_id = {p.id: p for p in ps}
+    out = []
+    for pid in t.perspectives:
+        if pid not in by_id:
+            raise CotdistillError(
+                f"config: teachers[{i}].perspectives: '{pid}' is not in data.perspectives "
+                f"(nor the standard path); known: {', '.join(by_id)}"
+            )
+        out.append(by_id[pid])
+    return out
+
+
+def plan(config: Any, questions: list[Any] | None = None) -> list[PlannedItem]:
+    """Every (question, teacher, perspective, sample) request of the config, with its record key."""
+    if not config.teachers:
+        raise CotdistillError("config: teachers: no teacher configured for synthesis")
+    questions = load_question_pool(config) if questions is None else questions
+    perspectives = resolve_perspectives(config.data.perspectives)
+    syn = config.synthesis
+    items: list[PlannedItem] = []
+    for ti, t in enumerate(config.teachers):
+        gen_params = {"temperature": t.temperature, "top_p": t.top_p, "max_new_tokens": t.max_new_tokens}
+        for p in _teacher_perspectives(config, ti, perspectives):
+            for ex in questions:
+                messages = build_messages(
+                    ex.question, p, choices=ex.choices, prompt_version=syn.prompt_version,
+                    system_prompt=syn.system_prompt,
+                )
+                prompt_hash = stable_hash(messages)
+                for s in range(t.samples_per_perspective):
+                    key = record_key(
+                        question_id=ex.id, backend=t.backend, teacher_model=t.model, perspective=p.id,
+                        prompt_version=syn.prompt_version, gen_params=gen_params, seed=t.seed, sample_idx=s,
+                        prompt_hash=prompt_hash,
+                    )
+                    req = GenRequest(
+                        key=key, messages=messages, temperature=t.temperature, top_p=t.top_p,
+                        max_new_tokens=t.max_new_tokens, seed=int(stable_hash([t.seed, key]), 16) % (2**31),
+                    )
+                    record = {
+                        "key": key, "question_id": ex.id, "question": ex.question, "gold": ex.answer,
+                        "kind": ex.kind, "choices": list(ex.choices) if ex.choices else None,
+                        "source": ex.meta.get("source_spec", ex.benchmark), "teacher": t.name,
+                        "teacher_model": t.model, "backend": t.backend, "perspective": p.id, "sample_idx": s,
+                        "prompt": messages, "prompt_version": syn.prompt_version, "prompt_hash": prompt_hash,
+                        "gen_params": {**gen_params, "seed": t.seed, "request_seed": req.seed},
+                    }
+                    items.append(PlannedItem(t.name, req, record, ex))
+    return items
+
+
+def _score(text: str, ex: Any) -> tuple[str | None, bool | None, str | None]:
+    from cotdistill.data.answers import score
+
+    try:
+        pred, ok = score(text, ex)
+        return pred, bool(ok), None
+    except Exception as e:  # a parser bug must not lose the raw text; re-score later
+        return None, None, f"{type(e).__name__}: {e}"[:300]
+
+
+def finish_record(item: PlannedItem, res: GenResult, provenance: dict[str, Any]) -> dict[str, Any]:
+    """The stored record for a finished request: raw text apart from parsing, plus provenance."""
+    from cotdistill.data.answers import EXTRACTOR_VERSION
+
+    rec = dict(item.record)
+    rec.update(
+        raw_response=res.text, usage=res.usage, finish_reason=res.finish_reason, attempts=res.attempts,
+        latency_s=round(res.latency_s, 3), created_at=utc_now(), cotdistill_version=__version__,
+        provenance=provenance,
+    )
+    if res.ok:
+        pred, correct, perr = _score(res.text or "", item.example)
+        rec.update(parsed_answer=pred, correct=correct, extractor_version=EXTRACTOR_VERSION, parse_error=perr,
+                   status="ok", error=None)
+    else:
+        rec.update(parsed_answer=None, correct=None, status="error", error=res.error or "no text")
+    return rec
+
+
+def _progress(total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="req", dynamic_ncols=True, file=sys.stderr, smoothing=0.1,
+                mininterval=0.5)
+
+
+def synthesize(config: Any, run_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) live synthesis for ``config`` into ``run_dir/rationales``; return the summary.
+
+    Summary keys: planned, already_done, sent, done, failed, remaining, elapsed_s, store, by_teacher.
+    """
+    from cotdistill.config import dump_config
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / "config.yaml").exists():
+        atomic_write_text(run_dir / "config.yaml", dump_config(config))  # only env-var names, never keys
+    store = RationaleStore(run_dir / STORE_SUBDIR)
+    items = plan(config)
+    planned_keys = {it.request.key for it in items}
+    latest = store.latest()
+    done_before = {k for k, r in latest.items() if r.get("status") == "ok"}
+    failed_before = {k for k, r in latest.items() if r.get("status") != "ok"}
+    todo = [it for it in items if it.request.key not in done_before]
+    if not config.synthesis.retry_failed:
+        todo = [it for it in todo if it.request.key not in failed_before]
+    by_key = {it.request.key: it for it in todo}
+
+    per_teacher: dict[str, list[PlannedItem]] = {}
+    for it in todo:
+        per_teacher.setdefault(it.teacher, []).append(it)
+    # build all backends first so configuration errors (missing key, missing vllm) stop us before any work
+    backends = {
+        t.name: make_backend(t, where=f"config: teachers[{i}]")
+        for i, t in enumerate(config.teachers) if t.name in per_teacher
+    }
+    counts = {t.name: {"planned": 0, "done": 0, "failed": 0} for t in config.teachers}
+    for it in items:
+        counts[it.teacher]["planned"] += 1
+
+    q: queue.Queue = queue.Queue(maxsize=1024)
+
+    def worker(name: str) -> None:
+        try:
+            for res in backends[name].generate([it.request for it in per_teacher[name]]):
+                q.put(("result", name, res))
+        except BaseException as e:  # noqa: BLE001 - re-raised in the main thread
+            q.put(("exc", name, e))
+        finally:
+            q.put(("end", name, None))
+
+    t0 = time.monotonic()
+    done_now = failed_now = 0
+    bar = _progress(len(todo), "synthesize") if progress and todo else None
+    threads = [threading.Thread(target=worker, args=(n,), daemon=True, name=f"teacher-{n}") for n in per_teacher]
+    provs: dict[str, dict[str, Any]] = {}
+    interrupted = False
+    try:
+        for th in threads:
+            th.start()
+        running = len(threads)
+        while running:
+            kind, name, payload = q.get()
+            if kind == "end":
+                running -= 1
+                continue
+            if kind == "exc":
+                raise payload
+            res: GenResult = payload
+            item = by_key.get(res.key)
+            if item is None:
+                continue
+            if name not in provs:
+                provs[name] = backends[name].provenance()
+            rec = finish_record(item, res, provs[name])
+            store.append([rec])
+            if rec["status"] == "ok":
+                done_now += 1
+                counts[name]["done"] += 1
+            else:
+                failed_now += 1
+                counts[name]["failed"] += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(ok=done_now, failed=failed_now, refresh=False)
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
+    finally:
+        for b in backends.values():
+            b.stop_event.set()
+        if bar is not None:
+            bar.close()
+        for b in backends.values():
+            try:
+                b.close()
+            except Exception:
+                pass
+        final = store.latest()
+        ok_keys = {k for k in planned_keys if final.get(k, {}).get("status") == "ok"}
+        summary = {
+            "planned": len(items),
+            "already_done": len(done_before & planned_keys),
+            "sent": len(todo),
+            "done": done_now,
+            "failed": failed_now,
+            "remaining": len(planned_keys - ok_keys),
+            "complete": not (planned_keys - ok_keys),
+            "interrupted": interrupted,
+            "elapsed_s": round(time.monotonic() - t0, 2),
+            "store": str(store.path),
+            "by_teacher": {n: {**c, "provenance": provs.get(n)} for n, c in counts.items()},
+            "cotdistill_version": __version__,
+            "finished_at": utc_now(),
+        }
+        atomic_write_json(store.dir / "synthesis_summary.json", summary)
+        if progress:
+            print(
+                f"synthesize: {summary['done']} done, {summary['failed']} failed, {summary['remaining']} remaining "
+                f"of {summary['planned']} planned ({summary['already_done']} already in the store) "
+                f"in {summary['elapsed_s']:.1f}s -> {store.path}",
+                file=sys.stderr,
+            )
+    return summary
