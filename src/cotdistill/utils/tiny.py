@@ -30,12 +30,50 @@ _CORPUS = [
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
+# Simplified copies of real chat templates (same turn markers and default system turns), for mask tests.
+CHATML_QWEN25 = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\\n' }}"
+    "{% endif %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+LLAMA3 = (
+    "{{ bos_token }}{% if messages[0]['role'] != 'system' %}"
+    "{{ '<|start_header_id|>system<|end_header_id|>\\n\\nCutting Knowledge Date: December 2023\\n"
+    "Today Date: 26 Jul 2024\\n\\n<|eot_id|>' }}{% endif %}"
+    "{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'"
+    " + message['content'] | trim + '<|eot_id|>' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
+)
+GEMMA3 = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
+    "{{ '<start_of_turn>' + role + '\\n' + message['content'] | trim + '<end_of_turn>\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}"
+)
+
+# name -> (template, extra special tokens, bos, eos, pad): mirrors each family's real special-token setup.
+TEMPLATES = {
+    "smollm2": (CHATML_SMOLLM2, [], "<|im_start|>", "<|im_end|>", "<|im_end|>"),
+    "qwen2.5": (CHATML_QWEN25, [], "<|endoftext|>", "<|im_end|>", "<|endoftext|>"),
+    "llama3": (LLAMA3, ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
+               "<|begin_of_text|>", "<|eot_id|>", "<|eot_id|>"),
+    "gemma3": (GEMMA3, ["<bos>", "<pad>", "<start_of_turn>", "<end_of_turn>"], "<bos>", "<end_of_turn>", "<pad>"),
+}
+
 
 def build_tiny_tokenizer(vocab_size: int = 512, chat_template: str = CHATML_SMOLLM2):
     """A byte-level BPE tokenizer trained on a small corpus, with SmolLM2's special tokens and template.
 
     Like SmolLM2, the pad token is the end-of-turn token ``<|im_end|>`` (so masking pads by id is a bug).
+    ``chat_template`` may also be a key of :data:`TEMPLATES` (``smollm2``, ``qwen2.5``, ``llama3``,
+    ``gemma3``): the tokenizer then gets that family's special tokens, bos/eos/pad and template.
     """
+    family = TEMPLATES.get(chat_template)
+    if family is not None:
+        chat_template, extra, bos, eos, pad = family
+    else:
+        extra, bos, eos, pad = [], "<|im_start|>", "<|im_end|>", "<|im_end|>"
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -44,16 +82,16 @@ def build_tiny_tokenizer(vocab_size: int = 512, chat_template: str = CHATML_SMOL
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=SPECIAL_TOKENS + extra,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(_CORPUS * 20, trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
-        bos_token="<|im_start|>",
-        eos_token="<|im_end|>",
-        pad_token="<|im_end|>",
+        bos_token=bos,
+        eos_token=eos,
+        pad_token=pad,
         unk_token="<|endoftext|>",
     )
     fast.chat_template = chat_template

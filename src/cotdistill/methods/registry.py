@@ -1,0 +1,43 @@
+"""Find a method by name: ``cotdistill.methods.<name>`` exposes its class as the module attribute ``METHOD``.
+
+Imports are lazy so that loading one method never pulls in another's dependencies (e.g. MIND's encoder).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from cotdistill.errors import CotdistillError
+from cotdistill.methods.base import Method
+
+# name -> module; every module defines ``METHOD = <Method subclass>``.
+METHOD_MODULES = {
+    "std_cot": "cotdistill.methods.std_cot",
+    "sbs": "cotdistill.methods.sbs",
+    "mcc_kd": "cotdistill.methods.mcc_kd",
+    "mind": "cotdistill.methods.mind",
+    "compact": "cotdistill.methods.compact",
+    "mode": "cotdistill.methods.mode",
+    "edit": "cotdistill.methods.edit",
+}
+
+
+def method_class(name: str) -> type[Method]:
+    """The Method subclass registered under ``name`` (raises a one-line error if unknown or not installed)."""
+    module_name = METHOD_MODULES.get(name, f"cotdistill.methods.{name}")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name and module_name.startswith(e.name):
+            raise CotdistillError(f"config: method: {name!r} is not available (no module {module_name})") from None
+        raise
+    cls = getattr(module, "METHOD", None)
+    if not (isinstance(cls, type) and issubclass(cls, Method)):
+        raise CotdistillError(f"config: method: {module_name} has no METHOD = <Method subclass>")
+    return cls
+
+
+def get_method(name: str, config: Any) -> Method:
+    """Instantiate the method ``name`` with the whole run :class:`~cotdistill.config.Config`."""
+    return method_class(name)(config)
