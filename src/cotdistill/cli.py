@@ -119,6 +119,26 @@ def curate_cmd(
     typer.echo(f"{out_dir}: {splits}; labels by {card['label_scheme']} (see data_card.md)")
 
 
+@app.command("train")
+def train_cmd(
+    config: Annotated[Path, typer.Argument(help="YAML config (train, method and data sections).")],
+    dataset: Annotated[Optional[Path], typer.Option("--dataset", help="Path dataset (default <run_dir>/dataset).")] = None,
+    run_dir: Annotated[Optional[Path], typer.Option("--run-dir", help="Run folder (default run.output_dir/run.name).")] = None,
+    no_resume: Annotated[bool, typer.Option("--no-resume", help="Ignore existing checkpoints.")] = False,
+) -> None:
+    """Train the student with `method` on a curated path dataset; resumes from the last checkpoint.
+
+    Works under `accelerate launch -m cotdistill train ...` (configs/accelerate/*.yaml).
+    """
+    from cotdistill.config import load_config
+    from cotdistill.train.run import train
+
+    cfg = load_config(config)
+    rd = run_dir or cfg.run_dir()
+    out = train(cfg, dataset or rd / "dataset", rd, resume=not no_resume)
+    typer.echo(f"student: {out}")
+
+
 @app.command("run")
 def run_cmd(
     config: Annotated[Path, typer.Argument(help="YAML config with every stage.")],
