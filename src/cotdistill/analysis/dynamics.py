@@ -1,0 +1,136 @@
+"""Training dynamics from ``dynamics.jsonl`` (one line per optimizer step, INTERFACES.md):
+``{"step", "epoch", "loss", "lr", "signals": {name: float | {label: float}}}``.
+
+Scalar signals (loss terms, metric values) are drawn as lines over steps; per-label dict signals
+(path weights such as MIND's ``alpha``) as a heat map (labels × steps) plus one line per label.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cotdistill.utils.io import read_jsonl
+
+
+def load_dynamics(path: str | Path) -> list[dict]:
+    """Records of a dynamics file, sorted by step (a repeated step after a resume: the last one wins)."""
+    by_step: dict[int, dict] = {}
+    for i, rec in enumerate(read_jsonl(path)):
+        step = rec.get("step", i)
+        by_step[int(step)] = rec
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def split_signals(records: list[dict]) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, dict]]:
+    """Series from dynamics records.
+
+    Returns ``(scalars, per_label)``: ``scalars[name] = (steps [T], values [T])`` for ``loss``, ``lr`` and
+    every numeric signal; ``per_label[name] = {"steps": [T], "labels": [L], "values": [L, T]}`` (NaN where a
+    label is missing at a step) for every dict signal.
+    """
+    scal: dict[str, tuple[list, list]] = {}
+    dicts: dict[str, dict[int, dict]] = {}
+    for i, rec in enumerate(records):
+        step = int(rec.get("step", i))
+        for name in ("loss", "lr"):
+            if _num(rec.get(name)):
+                scal.setdefault(name, ([], []))
+                scal[name][0].append(step)
+                scal[name][1].append(float(rec[name]))
+        for name, val in (rec.get("signals") or {}).items():
+            if _num(val):
+                scal.setdefault(name, ([], []))
+                scal[name][0].append(step)
+                scal[name][1].append(float(val))
+            elif isinstance(val, dict):
+                dicts.setdefault(name, {})[step] = {str(k): float(v) for k, v in val.items() if _num(v)}
+    scalars = {k: (np.asarray(s), np.asarray(v)) for k, (s, v) in scal.items()}
+    per_label: dict[str, dict] = {}
+    for name, by_step in dicts.items():
+        steps = sorted(by_step)
+        labels: list[str] = []
+        for s in steps:
+            labels += [k for k in by_step[s] if k not in labels]
+        vals = np.full((len(labels), len(steps)), np.nan)
+        for j, s in enumerate(steps):
+            for i, lab in enumerate(labels):
+                if lab in by_step[s]:
+                    vals[i, j] = by_step[s][lab]
+        per_label[name] = {"steps": np.asarray(steps), "labels": labels, "values": vals}
+    return scalars, per_label
+
+
+def _num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+
+
+def summarize_dynamics(records: list[dict]) -> dict[str, Any]:
+    """JSON summary: step count, first/last/min of each scalar, last-10%-mean of each per-label signal."""
+    scalars, per_label = split_signals(records)
+    out: dict[str, Any] = {"n_steps": len(records), "scalars": {}, "per_label": {}}
+    for name, (_, v) in scalars.items():
+        out["scalars"][name] = {"first": float(v[0]), "last": float(v[-1]), "min": float(v.min())}
+    for name, d in per_label.items():
+        tail = max(1, int(np.ceil(0.1 * d["values"].shape[1])))
+        means = np.nanmean(d["values"][:, -tail:], axis=1)
+        out["per_label"][name] = {lab: (None if np.isnan(m) else float(m)) for lab, m in zip(d["labels"], means)}
+    return out
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "signal"
+
+
+def plot_dynamics(records: list[dict], out_dir: str | Path) -> dict[str, Path]:
+    """Write the dynamics figures as PNG into ``out_dir``; returns ``{figure name: path}``.
+
+    - ``dynamics_scalars.png``: one small panel per scalar series (loss, lr, loss terms, metrics).
+    - ``dynamics_<signal>.png`` per dict signal: heat map labels × steps (top) and one line per label.
+    """
+    from cotdistill.analysis.plotting import new_figure, save_figure
+
+    out_dir = Path(out_dir)
+    scalars, per_label = split_signals(records)
+    figs: dict[str, Path] = {}
+    if scalars:
+        names = ["loss"] * ("loss" in scalars) + [n for n in scalars if n != "loss"]
+        ncols = min(3, len(names))
+        nrows = int(np.ceil(len(names) / ncols))
+        fig, axes = new_figure(nrows, ncols, width=4.2 * ncols, height=2.8 * nrows)
+        axes = axes if isinstance(axes, list) else [axes]
+        for ax, name in zip(axes, names):
+            steps, vals = scalars[name]
+            ax.plot(steps, vals, lw=1.2, marker="." if len(steps) < 40 else None)
+            ax.set_title(name, fontsize=10)
+            ax.set_xlabel("step", fontsize=8)
+            ax.tick_params(labelsize=8)
+            ax.grid(alpha=0.3)
+        for ax in axes[len(names):]:
+            ax.set_visible(False)
+        figs["dynamics_scalars"] = save_figure(fig, out_dir / "dynamics_scalars.png")
+    for name, d in per_label.items():
+        vals, steps, labels = d["values"], d["steps"], d["labels"]
+        fig, (ax_h, ax_l) = new_figure(2, 1, width=9, height=3.2 + 0.25 * len(labels) + 3)
+        im = ax_h.imshow(vals, aspect="auto", interpolation="nearest", cmap="viridis",
+                         extent=(steps[0] - 0.5, steps[-1] + 0.5, len(labels) - 0.5, -0.5))
+        ax_h.set_yticks(range(len(labels)))
+        ax_h.set_yticklabels(labels, fontsize=8)
+        ax_h.set_xlabel("step", fontsize=8)
+        ax_h.set_title(f"{name} per path label (heat map)", fontsize=10)
+        fig.colorbar(im, ax=ax_h, shrink=0.9)
+        from cotdistill.analysis.dpmm import _palette
+
+        colors = _palette(len(labels))
+        for i, lab in enumerate(labels):
+            ax_l.plot(steps, vals[i], lw=1.2, color=colors[i], label=lab)
+        ax_l.set_xlabel("step", fontsize=8)
+        ax_l.set_title(f"{name} per path label", fontsize=10)
+        ax_l.grid(alpha=0.3)
+        if len(labels) <= 20:
+            ax_l.legend(fontsize=7, ncol=min(4, len(labels)), frameon=False)
+        figs[f"dynamics_{_slug(name)}"] = save_figure(fig, out_dir / f"dynamics_{_slug(name)}.png")
+    return figs
