@@ -109,8 +109,9 @@ class CompactMethod(Method):
         """Tokenise V_think and every row's gold answer; resolve the model parts (fails fast).
 
         ``dataset``: the path dataset's train split (a ``DatasetDict`` is accepted: its ``train``),
-        with a ``gold`` column whose row order matches the batch's ``question_row``. A label vocabulary
-        is taken from ``dataset.label_vocab`` / ``dataset.info`` when the trainer provides one.
+        with a ``gold`` column whose row order matches the batch's ``question_row``. The label vocabulary
+        that ``path_slot`` indexes is ``dataset.label_vocab`` if present, else the sorted unique path
+        labels (the collator's ``build_label_vocab`` rule); a trainer may also call :meth:`set_label_vocab`.
         """
         self.tokenizer = tokenizer
         self.think_ids = torch.tensor(think_token_ids(tokenizer, self.cc.think_keywords), dtype=torch.long)
@@ -121,8 +122,11 @@ class CompactMethod(Method):
         if ds is not None and "gold" in cols:
             self.gold_by_row = [gold_token_ids(tokenizer, g, self.cc.gold_leading_space) for g in ds["gold"]]
         vocab = getattr(dataset, "label_vocab", None) or getattr(ds, "label_vocab", None)
+        if not vocab and ds is not None and "paths" in cols:
+            # same rule as the collator's build_label_vocab: sorted unique labels
+            vocab = sorted({p["label"] for paths in ds["paths"] for p in paths})
         if vocab:
-            self.set_label_vocab(vocab)
+            self.set_label_vocab(list(vocab))
         if model is not None:
             self._model_parts(model)
 
@@ -167,15 +171,18 @@ class CompactMethod(Method):
 
     def _gold_ids(self, batch: dict[str, Any], q: int, idx: torch.Tensor) -> torch.Tensor | None:
         rows = batch.get("question_row")
-        if self.gold_by_row is not None and rows is not None:
+        if self.gold_by_row is not None and rows is not None and 0 <= int(rows[q]) < len(self.gold_by_row):
             return torch.tensor(self.gold_by_row[int(rows[q])], dtype=torch.long)
-        # Fallback: the answer-value tokens of the suffix (= ids(" " + a), i.e. gold_leading_space = true).
-        self._warn_once(
-            "gold", "compact: no gold column prepared; MI uses the suffix's answer tokens (leading-space form)"
-        )
+        # Fallback: recover the gold text from the suffix's answer-value tokens (= ids(" " + a)), then
+        # tokenise it as the spec says (no leading space unless compact.gold_leading_space).
         for i in idx.tolist():
             if bool(batch["answer_valid"][i]) and bool(batch["answer_mask"][i].any()):
-                return batch["input_ids"][i][batch["answer_mask"][i].to(torch.bool)].cpu()
+                ids = batch["input_ids"][i][batch["answer_mask"][i].to(torch.bool)].cpu()
+                if self.tokenizer is None:
+                    return ids
+                text = self.tokenizer.decode(ids.tolist(), skip_special_tokens=True)
+                gold = gold_token_ids(self.tokenizer, text, self.cc.gold_leading_space)
+                return torch.tensor(gold, dtype=torch.long)
         return None
 
     # ------------------------------------------------------------------ the step
