@@ -1,0 +1,81 @@
+"""Synthesis planning and a full resumable run with the transformers backend on the tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cotdistill.config import Config
+from cotdistill.errors import CotdistillError
+from cotdistill.teachers.store import RationaleStore
+from cotdistill.teachers.synthesize import load_question_pool, plan, synthesize
+
+
+@pytest.fixture
+def qfile(tmp_path):
+    p = tmp_path / "q.jsonl"
+    rows = [{"id": f"q{i}", "question": f"Tom has {i} apples and buys 2 more. How many apples?", "answer": str(i + 2)}
+            for i in range(5)]
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return p
+
+
+def cfg(qfile, tmp_path, **teacher):
+    t = {"name": "tiny", "backend": "transformers", "model": "unused", "max_new_tokens": 6, "batch_size": 4,
+         **teacher}
+    return Config.model_validate({
+        "run": {"name": "r", "output_dir": str(tmp_path / "runs")},
+        "data": {"question_pool": [f"jsonl:{qfile}"], "max_questions": 3,
+                 "perspectives": ["intuitive", "socratic"], "standard_path": "plain"},
+        "teachers": [t],
+    })
+
+
+def test_plan_counts_keys_and_prompts(qfile, tmp_path):
+    c = cfg(qfile, tmp_path, samples_per_perspective=2)
+    qs = load_question_pool(c)
+    assert len(qs) == 3 and qs == load_question_pool(c)  # seeded sample, stable
+    items = plan(c)
+    assert len(items) == 3 * 3 * 2  # questions x (2 perspectives + standard) x samples
+    assert len({it.request.key for it in items}) == len(items)
+    persp = {it.record["perspective"] for it in items}
+    assert persp == {"intuitive", "socratic", "standard"}
+    std = next(it for it in items if it.record["perspective"] == "standard")
+    assert "solve the problem step by step." in std.request.messages[-1]["content"]
+    # sampling params and seed change every key; the teacher name does not
+    other = plan(cfg(qfile, tmp_path, samples_per_perspective=2, temperature=0.3))
+    assert not {it.request.key for it in items} & {it.request.key for it in other}
+    renamed = plan(cfg(qfile, tmp_path, samples_per_perspective=2, name="renamed"))
+    assert {it.request.key for it in items} == {it.request.key for it in renamed}
+    # per-request seeds differ between samples of the same prompt
+    assert len({it.request.seed for it in items}) == len(items)
+
+
+def test_plan_teacher_subset_and_errors(qfile, tmp_path):
+    assert {it.record["perspective"] for it in plan(cfg(qfile, tmp_path, perspectives=["standard"]))} == {"standard"}
+    with pytest.raises(CotdistillError, match=r"teachers\[0\].perspectives: 'planning'"):
+        plan(cfg(qfile, tmp_path, perspectives=["planning"]))
+    c = cfg(qfile, tmp_path, backend="openai", base_url="http://127.0.0.1:9/v1", api_key_env="COTDISTILL_NO_SUCH_KEY")
+    with pytest.raises(CotdistillError, match=r"teachers\[0\]: api_key_env: environment variable COTDISTILL_NO_SUCH_KEY"):
+        synthesize(c, tmp_path / "run", progress=False)
+
+
+def test_transformers_backend_run_resumes_and_scores(qfile, tmp_path, tiny_model_dir):
+    c = cfg(qfile, tmp_path, model=str(tiny_model_dir))
+    run = tmp_path / "run"
+    s = synthesize(c, run, progress=False)
+    assert (s["planned"], s["done"], s["failed"], s["remaining"]) == (9, 9, 0, 0) and s["complete"]
+    assert (run / "config.yaml").is_file() and (run / "rationales" / "synthesis_summary.json").is_file()
+    store = RationaleStore(run / "rationales")
+    recs = list(store.iter_records())
+    assert len(recs) == 9
+    r = recs[0]
+    assert r["backend"] == "transformers" and r["teacher"] == "tiny" and r["status"] == "ok"
+    assert isinstance(r["raw_response"], str) and r["correct"] in (True, False)
+    assert r["usage"]["completion_tokens"] <= 6 and r["prompt"][0]["role"] == "system"
+    assert r["provenance"]["model_sha"] and r["extractor_version"]
+    # resume: nothing to send
+    s2 = synthesize(c, run, progress=False)
+    assert (s2["already_done"], s2["sent"], s2["done"]) == (9, 0, 0)
+    assert sum(1 for _ in store.iter_raw()) == 9
