@@ -154,6 +154,39 @@ def run_cmd(
     run_pipeline(load_config(config), dry_run=dry_run, echo=typer.echo)
 
 
+@app.command("analyze")
+def analyze_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="Run folder (config.yaml, dynamics.jsonl, eval/<model>/...).")],
+    models: Annotated[Optional[str], typer.Option(
+        "--models", help="Eval tags to compare, optionally with a model: base=SPEC,distilled=SPEC or SPEC@ADAPTER_DIR.")] = None,
+    n_questions: Annotated[Optional[int], typer.Option("--n-questions", min=3, help="Responses per model.")] = None,
+    features: Annotated[Optional[str], typer.Option("--features", help="hidden_mean or sbert.")] = None,
+    benchmark: Annotated[Optional[str], typer.Option("--benchmark", help="Eval benchmark whose responses to use.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Forward batch for hidden_mean.")] = 8,
+) -> None:
+    """Latent-space (PCA + DPMM), forgetting (accuracy, CKA) and training-dynamics analysis of a run.
+
+    Writes RUN_DIR/analysis/metrics.json and figures; does what the run folder has inputs for.
+    """
+    from cotdistill.analysis.run import analyze_run
+
+    if features is not None and features not in ("hidden_mean", "sbert"):
+        raise CotdistillError(f"--features: {features!r}: expected hidden_mean or sbert")
+    analyze_run(run_dir, models=models, n_questions=n_questions, features=features, benchmark=benchmark,
+                batch_size=batch_size, echo=typer.echo)
+
+
+@app.command("report")
+def report_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="Run folder.")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Default RUN_DIR/report.html.")] = None,
+) -> None:
+    """Write one self-contained HTML report (config, data, training, evaluation, latent space, provenance)."""
+    from cotdistill.report import write_report
+
+    typer.echo(f"report: {write_report(run_dir, output)}")
+
+
 def main() -> None:
     """Console entry point: run the app, turning CotdistillError into one line and exit code 2."""
     try:
