@@ -74,6 +74,11 @@ def test_clean_rationale_drops_answer_line_and_think_tags():
     # EIT style: the answer sentence shares the last line with reasoning
     assert clean_rationale("290 / 2 = 145 per group.  The answer is 145") == "290 / 2 = 145 per group."
     assert clean_rationale("5 + 2 = 7\n#### 7") == "5 + 2 = 7"
+    # glued to the reasoning (real EIT rows): no space, or no punctuation, before "The answer is"
+    assert clean_rationale("412 - 90 = 322.The answer is 322") == "412 - 90 = 322."
+    assert clean_rationale("13 + 21 = 34 The answer is 34") == "13 + 21 = 34"
+    assert clean_rationale("35 - 3 = 32Therefore, the answer is 32") == "35 - 3 = 32"
+    assert clean_rationale("Find The answer is\nnot here.") == "Find The answer is\nnot here."  # not last line
     assert clean_rationale("MCC-KD style: 100 - 68 = 32 more wrappers.") == "MCC-KD style: 100 - 68 = 32 more wrappers."
     assert clean_rationale("The answer is 7") == ""
 
