@@ -56,6 +56,9 @@ EXTRACT_CASES = [
     ("The answer is 5, not 6.", "number", None, "5"),
     # marker followed by the value on the next line
     ("So the answer is:\n\n42", "number", None, "42"),
+    # a marker deep inside the reasoning is followed by unrelated text: only its window counts, then fallbacks
+    ("To get the answer, note the answer is easy to find.\n\nStep one.\nStep two: 3 + 4 = 7 apples, 7.",
+     "number", None, "7"),
     # GSM8K gold format
     ("Janet sells 16 - 3 - 4 = 9 eggs.\n#### 18", "number", None, "18"),
     ("#### 1,200", "number", None, "1200"),
@@ -222,10 +225,15 @@ def test_math_verify_in_worker_threads():
 
 def test_math_verify_thread_timeout_kills_and_recovers():
     """An over-limit check counts as wrong, and the next check (fresh worker) works again."""
+    from cotdistill.data import answers
+
+    n = time.time_ns() % 10**9  # a fresh expression: nothing cached, so the check cannot finish in 1 ms
+    gold, pred = f"(x+{n})^{{12}}", f"(x+{n})^{{12}}+0"
     with ThreadPoolExecutor(1) as pool:
         t0 = time.time()
-        assert pool.submit(math_equal, "\\frac{1}{2}", "0.5", 1e-4).result() is False
+        assert pool.submit(math_equal, gold, pred, 1e-3).result() is False
         assert time.time() - t0 < 60
+        assert answers._WORKER is None  # the overrunning child was killed
         assert pool.submit(math_equal, "\\frac{1}{2}", "0.5", 30).result() is True
 
 

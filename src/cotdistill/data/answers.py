@@ -8,7 +8,8 @@ clipped output still reaches the fallback rules). An *answer marker* is "The ans
 is", "Final answer:", "Answer:") or GSM8K's "####". For each kind the first rule that yields an answer wins:
 
 ``number`` (GSM8K, SVAMP)
-    1. the first number after the LAST answer marker (the rest of the text after it);
+    1. the first number after the LAST answer marker (on the rest of its line, or on the next non-empty line
+       when that line has none: "The answer is:\\n\\n42");
        **negation rule**: a number written right after "not" / "isn't" ("the answer is not 5, it is 6") is
        skipped, so the next number in the segment wins (6);
     2. the last balanced ``\\boxed{}``: the first number in it (``\\frac{a}{b}`` becomes ``a/b``);
@@ -181,10 +182,17 @@ def format_number(x: float | int | str) -> str:
 # --------------------------------------------------------------------------- extraction
 
 
+def _marker_window(seg: str) -> str:
+    """The rest of the marker's line plus the next non-empty line ("The answer is:\\n\\n42")."""
+    first, _, rest = seg.partition("\n")
+    nxt = next((ln for ln in rest.split("\n") if ln.strip()), "")
+    return first + "\n" + nxt
+
+
 def _extract_number(text: str) -> str | None:
     seg = _after_last_marker(text)
     if seg is not None:
-        got = _first_unnegated(seg)
+        got = _first_unnegated(_marker_window(seg))
         if got is not None:
             return got
     boxed = last_boxed(text)
