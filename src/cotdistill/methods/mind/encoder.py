@@ -98,10 +98,23 @@ class PathEncoder:
         tok = self.tokenizer
         body = (tok(question, add_special_tokens=False)["input_ids"] + self._sep_ids()
                 + tok(text, add_special_tokens=False)["input_ids"])
-        n_special = tok.num_special_tokens_to_add(pair=False)
-        size = max(1, self.max_length - n_special)
+        prefix, suffix = self._special_wrap()
+        size = max(1, self.max_length - len(prefix) - len(suffix))
         chunks = [body[i: i + size] for i in range(0, max(len(body), 1), size)]
-        return [tok.build_inputs_with_special_tokens(c) for c in chunks]
+        return [prefix + c + suffix for c in chunks]
+
+    def _special_wrap(self) -> tuple[list[int], list[int]]:
+        """The special ids the tokenizer puts before and after a single text (e.g. [CLS] … [SEP])."""
+        if not hasattr(self, "_wrap"):
+            plain = self.tokenizer("a", add_special_tokens=False)["input_ids"]
+            full = self.tokenizer("a", add_special_tokens=True)["input_ids"]
+            for i in range(len(full) - len(plain) + 1):
+                if full[i: i + len(plain)] == plain:
+                    self._wrap = (full[:i], full[i + len(plain):])
+                    break
+            else:
+                self._wrap = ([], [])
+        return self._wrap
 
     def cache_key(self, pairs: list[tuple[str, str]]) -> str:
         """Stable key of (encoder, recipe, texts)."""

@@ -334,7 +334,7 @@ class MindMethod(Method):
                 self.meta_opt.zero_grad(set_to_none=True)
                 loss.backward()
                 self.meta_opt.step()
-                total += float(loss) * len(rows)
+                total += float(loss.detach()) * len(rows)
                 n += len(rows)
                 bar.update(1)
             self.warmup_log.append({"epoch": epoch + 1, "L_meta": total / max(n, 1)})
@@ -454,7 +454,7 @@ class MindMethod(Method):
             mdev = s.device
             lm = calibration_loss(s, real.to(mdev), valid.to(mdev), mc.tau_meta, mc.meta_kl_direction)
             (lm.sum() / mc.meta_joint_accum).backward()
-            l_meta = float(lm.mean())
+            l_meta = float(lm.detach().mean())
             self.meta_pending += n_q
             if self.meta_pending >= mc.meta_joint_accum:
                 self.meta_opt.step()
@@ -529,7 +529,7 @@ class MindMethod(Method):
                     loss_cons = loss_cons + (w * d).sum()
         total = (loss_sft + mc.lambda_cons * loss_cons) / n_q
         backward(total)
-        return ce_all, float(loss_sft) / n_q, float(loss_cons) / n_q, float(total)
+        return ce_all, float(loss_sft.detach()) / n_q, float(loss_cons.detach()) / n_q, float(total.detach())
 
     def _two_pass(self, model, batch, pos, valid, kept, alpha, ans_valid, device, backward, max_m):
         """Memory-safe exact gradient (§2.7): pass 1 no_grad over all paths, pass 2 per chunk of kept paths."""
@@ -572,7 +572,7 @@ class MindMethod(Method):
             terms = []
             for i, (q, k) in enumerate(chunk):
                 t = a_dev[q, k] * ce_c[i]
-                l_sft += float(t)
+                l_sft += float(t.detach())
                 ks, rows1, ok = pairs[q]
                 me = int((ks == k).nonzero()[0, 0])
                 if need_p and ok[me] and ks.numel() > 1:
