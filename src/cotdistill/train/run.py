@@ -130,6 +130,7 @@ def train(config: Config, dataset_dir: str | os.PathLike, run_dir: str | os.Path
         answer_span_scope=config.data.answer_span_scope,
         **(method.collator_kwargs() if hasattr(method, "collator_kwargs") else {}),
     )
+    method.collator, method.run_dir = collator, run_dir  # MIND batches L0 with it and caches its warm-up
     method.prepare(train_ds, tok, model)
 
     run_dir.mkdir(parents=True, exist_ok=True)
