@@ -233,3 +233,25 @@ def test_noise_teacher_gets_lowest_alpha(tiny_model_dir):
             for lab, a in sig["alpha"].items():
                 mean[lab] += a / len(rows)
     assert mean["noise"] < min(mean["formal"], mean["plan"]), mean
+
+
+@pytest.mark.parametrize("scope", ["value", "line"])
+def test_gold_ids_recovered_from_answer_span(tiny_model_dir, scope):
+    from cotdistill.train.collate import PathCollator
+
+    tok, _, _, _, rows = _setup(tiny_model_dir)
+    cfg = Config(method="compact", data={"answer_span_scope": scope})
+    method = CompactMethod(cfg)
+    method.prepare(None, tok, None)
+    col = PathCollator(tok, max_seq_len=256, student_instruction="", label_vocab=LABELS, answer_span_scope=scope)
+    row = dict(rows[0], gold="123")
+    batch = col([row])
+    want = tok("123", add_special_tokens=False)["input_ids"]
+    assert method._gold_ids(batch, 0, torch.arange(3)).tolist() == want
+    method.cc.gold_leading_space = True
+    assert method._gold_ids(batch, 0, torch.arange(3)).tolist() == tok(" 123", add_special_tokens=False)["input_ids"]
+    # every span cut: fall back to the dataset's gold keyed by _row, else None
+    batch["answer_valid"][:] = False
+    assert method._gold_ids(batch, 0, torch.arange(3)) is None
+    method.gold_by_row = {int(batch["question_row"][0]): [7, 8]}
+    assert method._gold_ids(batch, 0, torch.arange(3)).tolist() == [7, 8]

@@ -98,7 +98,7 @@ class CompactMethod(Method):
             raise CotdistillError("config: compact.best_teacher: required when compact.weighting = best_single")
         self.tokenizer: Any = None
         self.think_ids: torch.Tensor | None = None
-        self.gold_by_row: list[list[int]] | None = None
+        self.gold_by_row: dict[int, list[int]] | None = None
         self.label_vocab: list[str] | None = None
         self._parts: tuple[int, ModelParts] | None = None
         self._warned: set[str] = set()
@@ -106,12 +106,14 @@ class CompactMethod(Method):
     # ------------------------------------------------------------------ setup
 
     def prepare(self, dataset: Any, tokenizer: Any, model: nn.Module) -> None:
-        """Tokenise V_think and every row's gold answer; resolve the model parts (fails fast).
+        """Tokenise V_think, learn the label vocabulary, index gold answers by row; resolve model parts.
 
-        ``dataset``: the path dataset's train split (a ``DatasetDict`` is accepted: its ``train``),
-        with a ``gold`` column whose row order matches the batch's ``question_row``. The label vocabulary
-        that ``path_slot`` indexes is ``dataset.label_vocab`` if present, else the sorted unique path
-        labels (the collator's ``build_label_vocab`` rule); a trainer may also call :meth:`set_label_vocab`.
+        ``dataset``: the path dataset's train split (a ``DatasetDict`` is accepted: its ``train``).
+        Label vocabulary (what ``path_slot`` indexes), first found of: ``self.collator.label_vocab``
+        (the trainer hands its collator over before ``prepare``), ``dataset.label_vocab``, the sorted
+        unique path labels of ``dataset`` (the collator's ``build_label_vocab`` rule).
+        Gold ids are read from each batch's answer span (see :meth:`_gold_ids`); the ``gold`` column,
+        keyed by ``_row`` (else the row index), is only a fallback for questions whose spans were all cut.
         """
         self.tokenizer = tokenizer
         self.think_ids = torch.tensor(think_token_ids(tokenizer, self.cc.think_keywords), dtype=torch.long)
@@ -120,10 +122,13 @@ class CompactMethod(Method):
             ds = ds["train"]
         cols = getattr(ds, "column_names", None) or []
         if ds is not None and "gold" in cols:
-            self.gold_by_row = [gold_token_ids(tokenizer, g, self.cc.gold_leading_space) for g in ds["gold"]]
-        vocab = getattr(dataset, "label_vocab", None) or getattr(ds, "label_vocab", None)
+            keys = ds["_row"] if "_row" in cols else range(len(ds))
+            self.gold_by_row = {
+                int(r): gold_token_ids(tokenizer, g, self.cc.gold_leading_space) for r, g in zip(keys, ds["gold"])
+            }
+        vocab = getattr(getattr(self, "collator", None), "label_vocab", None)
+        vocab = vocab or getattr(dataset, "label_vocab", None) or getattr(ds, "label_vocab", None)
         if not vocab and ds is not None and "paths" in cols:
-            # same rule as the collator's build_label_vocab: sorted unique labels
             vocab = sorted({p["label"] for paths in ds["paths"] for p in paths})
         if vocab:
             self.set_label_vocab(list(vocab))
@@ -169,20 +174,37 @@ class CompactMethod(Method):
             out.append(str(vocab[s]) if vocab is not None and 0 <= s < len(vocab) else str(s))
         return out
 
+    def _answer_text(self, ids: list[int]) -> str:
+        """Gold text from a path's answer-span tokens (ids(" " + a); with ``answer_span_scope = line``
+        the span also holds the suffix head, which is cut at the ``{a}`` slot of ``data.answer_suffix``)."""
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        data = getattr(self.config, "data", None)
+        tmpl = getattr(data, "answer_suffix", "The answer is: {a}") if data is not None else "The answer is: {a}"
+        if getattr(data, "answer_span_scope", "value") == "line" and "{a}" in tmpl:
+            head, tail = tmpl.split("{a}", 1)
+            if head.strip() and head.strip() in text:
+                text = text.split(head.strip(), 1)[1]
+            if tail.strip() and text.rstrip().endswith(tail.strip()):
+                text = text.rstrip()[: -len(tail.strip())]
+        return text.strip()
+
     def _gold_ids(self, batch: dict[str, Any], q: int, idx: torch.Tensor) -> torch.Tensor | None:
-        rows = batch.get("question_row")
-        if self.gold_by_row is not None and rows is not None and 0 <= int(rows[q]) < len(self.gold_by_row):
-            return torch.tensor(self.gold_by_row[int(rows[q])], dtype=torch.long)
-        # Fallback: recover the gold text from the suffix's answer-value tokens (= ids(" " + a)), then
-        # tokenise it as the spec says (no leading space unless compact.gold_leading_space).
+        """Gold ids g of question ``q``: ``tokenizer(Answer, add_special_tokens=False)`` (§3.2).
+
+        The answer is recovered from an intact answer span of the batch (decode, strip), so it is right
+        for any split the trainer feeds (train or dev); ``gold_leading_space`` re-adds the space.
+        """
         for i in idx.tolist():
             if bool(batch["answer_valid"][i]) and bool(batch["answer_mask"][i].any()):
-                ids = batch["input_ids"][i][batch["answer_mask"][i].to(torch.bool)].cpu()
+                ids = batch["input_ids"][i][batch["answer_mask"][i].to(torch.bool)].cpu().tolist()
                 if self.tokenizer is None:
-                    return ids
-                text = self.tokenizer.decode(ids.tolist(), skip_special_tokens=True)
-                gold = gold_token_ids(self.tokenizer, text, self.cc.gold_leading_space)
+                    return torch.tensor(ids, dtype=torch.long)
+                gold = gold_token_ids(self.tokenizer, self._answer_text(ids), self.cc.gold_leading_space)
                 return torch.tensor(gold, dtype=torch.long)
+        rows = batch.get("question_row")
+        if self.gold_by_row is not None and rows is not None and int(rows[q]) in self.gold_by_row:
+            return torch.tensor(self.gold_by_row[int(rows[q])], dtype=torch.long)
+        self._warn_once("gold", "compact: a question has no intact answer span; its MI adaptability is 0")
         return None
 
     # ------------------------------------------------------------------ the step
