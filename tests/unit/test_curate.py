@@ -140,7 +140,7 @@ def test_max_paths_keeps_every_teacher_and_min_paths_drops_questions(tmp_path):
     ]
     records += [rec("q2", raw="only one path: 7.\nThe answer is 7"), rec("q3", raw="wrong: 9.\nThe answer is 9")]
     ds, card = build(tmp_path, records, max_paths_per_question=3, filter={"min_correct_paths": 2})
-    assert sorted(p["teacher"] for p in paths_of(ds, "q1")) == ["t1", "t2", "t3"]
+    assert [p["teacher"] for p in paths_of(ds, "q1")] == ["t1", "t2", "t3"]  # one each, in teacher order
     assert [r["question_id"] for r in ds["train"]] == ["q1"]
     assert card["questions"]["dropped"] == {"too_few_paths": 1, "no_correct_path": 1}
     assert card["paths_dropped"]["over_max_paths_per_question"] == 6
@@ -149,6 +149,17 @@ def test_max_paths_keeps_every_teacher_and_min_paths_drops_questions(tmp_path):
     with pytest.raises(CotdistillError, match="curate.max_paths_per_question"):
         curate_store(cfg(max_paths_per_question=1, filter={"min_correct_paths": 2}), tmp_path / "store_dataset",
                      tmp_path / "never")
+
+
+def test_cap_picks_perspectives_seeded_per_question(tmp_path):
+    records = [rec(f"q{i}", persp=f"p{k}", raw=f"q{i} view {k}: 3 + 4 = 7.\nThe answer is 7")
+               for i in range(20) for k in range(4)]
+    ds, _ = build(tmp_path, records, max_paths_per_question=2)
+    picks = [tuple(p["perspective"] for p in r["paths"]) for r in ds["train"]]
+    assert all(len(p) == 2 and list(p) == sorted(p) for p in picks)
+    assert len(set(picks)) > 2  # not always the same two perspectives
+    ds2, _ = build(tmp_path, records, out="again", max_paths_per_question=2)
+    assert [tuple(p["perspective"] for p in r["paths"]) for r in ds2["train"]] == picks
 
 
 def test_teacher_and_perspective_selection_and_labels(tmp_path):

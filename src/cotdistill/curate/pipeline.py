@@ -69,12 +69,15 @@ def _score(rec: dict) -> tuple[str | None, bool]:
     return score(rec.get("raw_response") or "", ex)
 
 
-def _order_round_robin(paths: list[dict]) -> list[dict]:
-    """Interleave teachers (each in perspective/sample order) so a cap keeps every teacher represented."""
+def _order_round_robin(paths: list[dict], rng: random.Random) -> list[dict]:
+    """Interleave teachers so a cap keeps every teacher represented; within a teacher the order is a
+    seeded shuffle, so a cap does not always keep the same (e.g. the tersest) perspectives."""
     by_teacher: dict[str, list[dict]] = defaultdict(list)
     for p in paths:
         by_teacher[p["teacher"]].append(p)
     queues = [by_teacher[t] for t in sorted(by_teacher)]
+    for q in queues:
+        rng.shuffle(q)
     out: list[dict] = []
     i = 0
     while any(i < len(q) for q in queues):
@@ -209,10 +212,11 @@ def curate_store(config: Config, store_dir: str | os.PathLike, out_dir: str | os
         paths = sorted(paths_by_q.get(qid, []), key=lambda p: p["_order"])
         keep = dedup_indices([p["text"] for p in paths], cur.dedup_threshold)
         path_drops["near_duplicate"] += len(paths) - len(keep)
-        paths = _order_round_robin([paths[i] for i in keep])
+        paths = [paths[i] for i in keep]
         if cur.max_paths_per_question is not None and len(paths) > cur.max_paths_per_question:
             path_drops["over_max_paths_per_question"] += len(paths) - cur.max_paths_per_question
-            paths = paths[: cur.max_paths_per_question]
+            rng = random.Random(f"{config.run.seed}:{qid}")
+            paths = sorted(_order_round_robin(paths, rng)[: cur.max_paths_per_question], key=lambda p: p["_order"])
         if len(paths) < cur.filter.min_correct_paths:
             reason = "too_few_paths" if paths else ("no_correct_path" if cur.filter.judge == "rule" else "no_path")
             q_dropped[reason] += 1
@@ -221,6 +225,9 @@ def curate_store(config: Config, store_dir: str | os.PathLike, out_dir: str | os
         kept_paths[qid] = paths
 
     # ---- contamination guard (before sampling, so dropped ones are replaced by clean questions)
+    unguarded = [b for b in config.eval.benchmarks if b not in cur.eval_guard]
+    if unguarded:
+        warn(f"eval.benchmarks {unguarded} are not in curate.eval_guard: training questions are not checked against them")
     hits = find_contaminated({q: questions[q]["question"] for q in kept_paths}, list(cur.eval_guard))
     if hits and cur.eval_guard_action == "refuse":
         raise contamination_error(str(where), hits)
@@ -228,7 +235,8 @@ def curate_store(config: Config, store_dir: str | os.PathLike, out_dir: str | os
         path_drops["question_dropped"] += len(kept_paths.pop(qid))
     if hits:
         q_dropped["contaminated"] = len(hits)
-        warn(f"dropped {len(hits)} question(s) that are test questions of {', '.join(cur.eval_guard)}")
+        benches = sorted({m.split(":", 1)[0] for ms in hits.values() for m in ms})
+        warn(f"dropped {len(hits)} question(s) that are test questions of {', '.join(benches)}")
 
     # ---- difficulty sampling
     qids = sorted(kept_paths)
