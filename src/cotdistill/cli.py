@@ -187,6 +187,66 @@ def report_cmd(
     typer.echo(f"report: {write_report(run_dir, output)}")
 
 
+@app.command("eval")
+def eval_cmd(
+    model: Annotated[str, typer.Option("--model", "-m", help="HF id, folder, .gguf, alias, or served model name.")],
+    benchmarks: Annotated[str, typer.Option("--benchmarks", "-b", help="Comma list: gsm8k,svamp,jsonl:PATH,...")] = "gsm8k,svamp",
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="First N questions per benchmark.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Batch (hf) / requests in flight (openai).")] = 8,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, help="Generation budget.")] = 2048,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Default runs/eval/<model-tag>.")] = None,
+    backend: Annotated[str, typer.Option("--backend", help="hf | openai | vllm.")] = "hf",
+    adapter: Annotated[Optional[str], typer.Option("--adapter", help="PEFT LoRA adapter folder.")] = None,
+    base_url: Annotated[Optional[str], typer.Option("--base-url", help="openai backend endpoint (…/v1).")] = None,
+    api_key_env: Annotated[Optional[str], typer.Option("--api-key-env", help="Env var holding the API key.")] = None,
+    dtype: Annotated[str, typer.Option("--dtype", help="auto | float32 | bfloat16 | float16.")] = "auto",
+    seed: Annotated[int, typer.Option("--seed", help="Generation and bootstrap seed.")] = 0,
+) -> None:
+    """Zero-shot greedy evaluation (METHODS §5.2); resumable; writes <bench>.jsonl and summary.json."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from cotdistill.evaluate import model_tag, run_eval
+
+    if backend not in ("hf", "openai", "vllm"):
+        raise CotdistillError(f"--backend: {backend!r}: expected hf, openai or vllm")
+    out = output or Path("runs") / "eval" / model_tag(model, adapter)
+    res = run_eval(model, benchmarks.split(","), out, limit=limit, batch_size=batch_size,
+                   max_new_tokens=max_new_tokens, backend=backend, adapter=adapter, base_url=base_url,
+                   api_key_env=api_key_env, seed=seed, dtype=dtype)
+    table = Table(title=f"{model_tag(model, adapter)} ({backend})")
+    for col in ("benchmark", "n", "accuracy", "95% CI", "truncated"):
+        table.add_column(col, justify="left" if col == "benchmark" else "right")
+    for b, s in res.items():
+        table.add_row(b, str(s["n"]), f"{s['accuracy']:.3f}", f"[{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}]",
+                      str(s["truncated"]))
+    Console().print(table)
+    typer.echo(f"results: {out}")
+
+
+@app.command("serve")
+def serve_cmd(
+    model: Annotated[str, typer.Argument(help="HF id, folder, .gguf or alias to serve.")],
+    host: Annotated[str, typer.Option("--host", help="Bind address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port (0 = any free port).")] = 8000,
+    adapter: Annotated[Optional[str], typer.Option("--adapter", help="PEFT LoRA adapter folder.")] = None,
+    dtype: Annotated[str, typer.Option("--dtype", help="auto | float32 | bfloat16 | float16.")] = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Max concurrent requests batched.")] = 8,
+) -> None:
+    """Serve a local model over an OpenAI-compatible API (/v1/chat/completions) until Ctrl-C."""
+    import time
+
+    from cotdistill.utils.openai_server import start_server
+
+    handle = start_server(model, host=host, port=port, adapter=adapter, dtype=dtype, batch_size=batch_size)
+    typer.echo(f"serving {model} at {handle.url} (Ctrl-C to stop)")
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        handle.stop()
+
+
 def main() -> None:
     """Console entry point: run the app, turning CotdistillError into one line and exit code 2."""
     try:

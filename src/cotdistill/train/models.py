@@ -277,6 +277,48 @@ def load_tokenizer(path: str | os.PathLike):
     return tok
 
 
+def _adapter_dir(adapter: str | os.PathLike | None) -> Path | None:
+    if not adapter:
+        return None
+    path = Path(adapter).expanduser()
+    if not (path / "adapter_config.json").is_file():
+        if (path / "config.json").is_file():
+            raise CotdistillError(f"{path}: adapter: this is a full model folder, not a PEFT adapter; pass it as the model")
+        raise CotdistillError(f"{path}: adapter: no adapter_config.json (not a PEFT adapter folder)")
+    return path
+
+
+def describe_model(spec: str, *, dtype: str = "auto", adapter: str | None = None, device: str | None = None,
+                   tokenizer=None) -> dict:
+    """The provenance :func:`load_model_and_tokenizer` would return, without loading the weights.
+
+    Resolves (and if needed converts) the model, hashes the weights (memoised) and reads the tokenizer's
+    chat template. Used to check a resumed evaluation before paying for a model load.
+    """
+    path = resolve_model_path(spec)
+    adapter_path = _adapter_dir(adapter)
+    if tokenizer is None:
+        tokenizer = load_tokenizer(_tokenizer_source(path, adapter_path))
+    if device is None:
+        device = default_device()
+    return {
+        "model": str(spec),
+        "resolved_path": str(path),
+        "model_sha": weights_sha(path),
+        "chat_template_sha": chat_template_sha(tokenizer),
+        "dtype": str(resolve_dtype(dtype, device)).replace("torch.", ""),
+        "adapter": str(adapter_path) if adapter_path else None,
+        "adapter_sha": weights_sha(adapter_path) if adapter_path else None,
+    }
+
+
+def _tokenizer_source(path: Path, adapter_path: Path | None) -> Path:
+    # training may save the (identical, possibly pad-fixed) tokenizer next to the adapter: prefer it
+    if adapter_path is not None and (adapter_path / "tokenizer_config.json").is_file():
+        return adapter_path
+    return path
+
+
 def load_model_and_tokenizer(
     spec: str,
     *,
@@ -309,15 +351,8 @@ def load_model_and_tokenizer(
     if device is None and not for_training:
         device = default_device()
     torch_dtype = resolve_dtype(dtype, device)
-    tok_source = path
-    adapter_path = None
-    if adapter:
-        adapter_path = Path(adapter).expanduser()
-        if not (adapter_path / "adapter_config.json").is_file():
-            raise CotdistillError(f"{adapter_path}: adapter: no adapter_config.json (not a PEFT adapter folder)")
-        if (adapter_path / "tokenizer_config.json").is_file():
-            tok_source = adapter_path  # training may have saved the (identical) tokenizer with the adapter
-    tok = load_tokenizer(tok_source)
+    adapter_path = _adapter_dir(adapter)
+    tok = load_tokenizer(_tokenizer_source(path, adapter_path))
     kwargs: dict[str, Any] = {"dtype": torch_dtype}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
@@ -336,13 +371,6 @@ def load_model_and_tokenizer(
     model.train(for_training)
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tok.pad_token_id
-    prov = {
-        "model": str(spec),
-        "resolved_path": str(path),
-        "model_sha": weights_sha(path),
-        "chat_template_sha": chat_template_sha(tok),
-        "dtype": str(torch_dtype).replace("torch.", ""),
-        "adapter": str(adapter_path) if adapter_path else None,
-        "adapter_sha": weights_sha(adapter_path) if adapter_path else None,
-    }
+    prov = describe_model(spec, dtype=dtype, adapter=adapter, device=device or "cpu", tokenizer=tok)
+    prov["dtype"] = str(torch_dtype).replace("torch.", "")
     return model, tok, prov

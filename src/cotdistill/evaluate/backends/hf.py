@@ -1,0 +1,110 @@
+"""Transformers backend: batched greedy ``generate`` with LEFT padding, batches sorted by prompt length.
+
+Left padding keeps every prompt's last token at the same position, so the first generated token of
+each row follows its own prompt; the attention mask (not token ids: SmolLM2's pad token is its
+end-of-turn token) tells the model which positions are padding. Sorting prompts by length keeps
+padding small; the longest batch runs first so that an out-of-memory error shows up at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from cotdistill.evaluate.backends.base import EvalBackend, EvalOutput, EvalRequest
+
+
+def _as_list(x) -> list[int]:
+    if x is None:
+        return []
+    return [int(i) for i in (x if isinstance(x, (list, tuple, set)) else [x])]
+
+
+class HFBackend(EvalBackend):
+    """Greedy generation with a local transformers model (see :func:`load_model_and_tokenizer`)."""
+
+    name = "hf"
+
+    def __init__(self, model: str, *, adapter: str | None = None, dtype: str = "auto", batch_size: int = 8,
+                 device: str | None = None, model_obj=None, tokenizer=None, provenance: dict | None = None):
+        """Load ``model`` (spec) with ``adapter`` merged, or reuse an already loaded ``model_obj``/``tokenizer``."""
+        if model_obj is None:
+            from cotdistill.train.models import load_model_and_tokenizer
+
+            model_obj, tokenizer, provenance = load_model_and_tokenizer(
+                model, dtype=dtype, adapter=adapter, for_training=False, device=device
+            )
+        self.model, self.tok = model_obj, tokenizer
+        self.batch_size = int(batch_size)
+        self._prov = dict(provenance or {"model": model})
+        gen = self.model.generation_config
+        self.eos_ids = sorted(set(_as_list(gen.eos_token_id)) | set(_as_list(self.tok.eos_token_id)))
+        self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.eos_ids[0]
+
+    def provenance(self) -> dict[str, Any]:
+        """Model, weights hash, adapter, chat-template hash and dtype of the loaded model."""
+        return {k: self._prov.get(k) for k in ("model", "model_sha", "adapter", "adapter_sha",
+                                              "chat_template_sha", "dtype")}
+
+    def render(self, messages: list[dict[str, str]]) -> str:
+        """The prompt text: the model's chat template with the generation prompt (its default system turn)."""
+        if getattr(self.tok, "chat_template", None):
+            return self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return "\n\n".join(m["content"] for m in messages) + "\n\n"
+
+    def generate_texts(self, prompts: list[str], *, max_new_tokens: int) -> list[tuple[list[int], str, str]]:
+        """Greedy-generate one left-padded batch of rendered prompts.
+
+        Returns per prompt ``(new_token_ids, text, finish_reason)``; ids stop before the first end token.
+        Shapes: input_ids/attention_mask ``(B, L_max)``; output ``(B, L_max + T_new)``.
+        """
+        import torch
+
+        tok, model = self.tok, self.model
+        old_side = tok.padding_side
+        tok.padding_side = "left"
+        try:
+            enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        finally:
+            tok.padding_side = old_side
+        enc = {k: v.to(model.device) for k, v in enc.items()}
+        with torch.inference_mode():
+            out = model.generate(
+                **enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                eos_token_id=self.eos_ids, pad_token_id=self.pad_id,
+                temperature=None, top_p=None, top_k=None,
+            )
+        new = out[:, enc["input_ids"].shape[1]:].tolist()
+        res = []
+        eos = set(self.eos_ids)
+        for row in new:
+            n, finish = len(row), "length"
+            for i, t in enumerate(row):
+                if t in eos:
+                    n, finish = i, "stop"
+                    break
+            res.append((row[:n], tok.decode(row[:n], skip_special_tokens=True), finish))
+        return res
+
+    def generate(self, requests: list[EvalRequest], *, max_new_tokens: int, seed: int = 0) -> Iterator[list[EvalOutput]]:
+        """Length-sorted batches of ``batch_size`` (longest first); yields each finished batch."""
+        import torch
+
+        if not requests:
+            return
+        torch.manual_seed(seed)
+        rendered = [(r, self.render(r.messages)) for r in requests]
+        lens = {r.key: len(self.tok(p, add_special_tokens=False)["input_ids"]) for r, p in rendered}
+        rendered.sort(key=lambda rp: (-lens[rp[0].key], rp[0].key))
+        for start in range(0, len(rendered), self.batch_size):
+            chunk = rendered[start:start + self.batch_size]
+            outs = self.generate_texts([p for _, p in chunk], max_new_tokens=max_new_tokens)
+            yield [
+                EvalOutput(r.key, text, n_tokens=len(ids), finish_reason=fin,
+                           extra={"prompt_tokens": lens[r.key]})
+                for (r, _), (ids, text, fin) in zip(chunk, outs)
+            ]
+
+    def close(self) -> None:
+        """Drop the model."""
+        self.model = None
