@@ -262,7 +262,8 @@ def test_dev_split_output_and_overwrite_rules(tmp_path):
     assert (len(dd["train"]), len(dd["dev"])) == (7, 3)
     assert not set(dd["train"]["question_id"]) & set(dd["dev"]["question_id"])
     row = dd["train"][0]
-    assert set(row) == {"question_id", "question", "gold", "kind", "source", "difficulty", "paths"}
+    assert set(row) == {"question_id", "question", "gold", "kind", "source", "choices", "difficulty", "paths"}
+    assert row["choices"] is None
     assert set(row["paths"][0]) == {"teacher", "perspective", "label", "text", "record_key"}
     assert row["difficulty"] is None and row["kind"] == "number" and row["source"] == "svamp:train"
     card = load_data_card(out)
@@ -286,6 +287,14 @@ def test_dev_split_output_and_overwrite_rules(tmp_path):
     compact = export_compact_json(out, tmp_path / "compact.json")
     data = json.loads(compact.read_text())
     assert data[0]["Answer"] == "7" and data[0]["CoT"][0].endswith("\nThe answer is: 7")
+
+
+def test_choice_questions_keep_their_options(tmp_path):
+    r = rec("c1", raw="Birds fly, so (B).\nThe answer is (B)", gold="B", kind="choice", choices=["fish", "bird", "rock"])
+    ds, _ = build(tmp_path, [r])
+    row = ds["train"][0]
+    assert (row["kind"], row["gold"], row["choices"]) == ("choice", "B", ["fish", "bird", "rock"])
+    assert row["paths"][0]["text"] == "Birds fly, so (B)."
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path):

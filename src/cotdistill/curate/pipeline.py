@@ -106,7 +106,7 @@ def curate_store(config: Config, store_dir: str | os.PathLike, out_dir: str | os
 
     ``out_dir`` becomes a ``datasets.DatasetDict`` folder (``save_to_disk``; split ``train`` and, with
     ``curate.dev_fraction > 0``, ``dev``) plus ``data_card.json`` / ``data_card.md``. One row per question:
-    ``question_id, question, gold, kind, source, difficulty, paths`` where ``paths`` is a list of
+    ``question_id, question, gold, kind, source, choices (option texts or None), difficulty, paths`` where ``paths`` is a list of
     ``{teacher, perspective, label, text, record_key}``; ``text`` has no final-answer line (the collator
     appends the shared suffix). Written atomically; an existing identical dataset is left as is and
     returned, an existing different one is refused. Raises :class:`CotdistillError` on bad input or when
@@ -272,6 +272,7 @@ def curate_store(config: Config, store_dir: str | os.PathLike, out_dir: str | os
                 "gold": str(q["gold"]),
                 "kind": str(q["kind"]),
                 "source": str(q.get("source") or ""),
+                "choices": [str(c) for c in q["choices"]] if q.get("choices") else None,
                 "difficulty": difficulty[qid],
                 "paths": [
                     {
@@ -396,6 +397,7 @@ def _features():
             "gold": s,
             "kind": s,
             "source": s,
+            "choices": [s],
             "difficulty": s,
             "paths": [{"teacher": s, "perspective": s, "label": s, "text": s, "record_key": s}],
         }
