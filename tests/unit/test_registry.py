@@ -181,3 +181,57 @@ def test_jsonl_errors_name_path_line_field(tmp_path, bad, msg):
 def test_jsonl_missing_file(tmp_path):
     with pytest.raises(CotdistillError, match="nothere.jsonl: file not found"):
         load_benchmark(f"jsonl:{tmp_path / 'nothere.jsonl'}")
+
+
+def test_hub_path_gives_the_same_examples(data_dir, monkeypatch):
+    """Without a data dir the loaders read Hub rows; fed the same data in each Hub dataset's schema (no network
+    here), they must produce exactly the local Examples."""
+    import cotdistill.data.registry as reg
+
+    def jsonl(rel):
+        return [json.loads(line) for line in open(data_dir / rel, encoding="utf-8") if line.strip()]
+
+    svamp = json.loads((data_dir / "svamp/SVAMP.json").read_text())
+    for r in svamp:  # ChilleD/SVAMP stores answers as strings, in a shuffled 700/300 split
+        r["Answer"] = str(r["Answer"])
+    sqa = json.loads((data_dir / "strategyqa/train.json").read_text()) + json.loads(
+        (data_dir / "strategyqa/dev.json").read_text())
+
+    def csqa_hub(rows):
+        return [{"id": r["id"], "question": r["question"]["stem"], "question_concept": r["question"]["question_concept"],
+                 "choices": {"label": [c["label"] for c in r["question"]["choices"]],
+                             "text": [c["text"] for c in r["question"]["choices"]]},
+                 "answerKey": r["answerKey"]} for r in rows]
+
+    hub = {
+        ("openai/gsm8k", "main", "test"): jsonl("gsm8k/test.jsonl"),
+        ("openai/gsm8k", "main", "train"): jsonl("gsm8k/train.jsonl"),
+        ("ChilleD/SVAMP", None, "train"): svamp[::-1][:700],
+        ("ChilleD/SVAMP", None, "test"): svamp[::-1][700:],
+        ("HuggingFaceH4/MATH-500", None, "test"): jsonl("math500/test.jsonl"),
+        ("tau/commonsense_qa", None, "validation"): csqa_hub(jsonl("commonsenseqa/dev_rand_split.jsonl")),
+        ("tau/commonsense_qa", None, "train"): csqa_hub(jsonl("commonsenseqa/train_rand_split.jsonl")),
+        ("ChilleD/StrategyQA", None, "train"): sqa[:1603],
+        ("ChilleD/StrategyQA", None, "test"): sqa[1603:],
+    }
+    local = {name: load_benchmark(name) for name in COUNTS}
+    monkeypatch.setattr(reg, "_hub", lambda path, name, split: [dict(r) for r in hub[(path, name, split)]])
+    monkeypatch.setattr(reg, "data_dir", lambda required=False: None)
+    for name, exs in local.items():
+        assert load_benchmark(name) == exs, name
+
+
+def test_hub_offline_error_is_one_line(tmp_path):
+    """A real ``datasets.load_dataset`` call in offline mode (fresh interpreter, so no network is tried)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import cotdistill.data.registry as r\n"
+            "r.data_dir = lambda required=False: None\n"
+            "try:\n    r.load_benchmark('gsm8k')\n"
+            "except r.CotdistillError as e:\n    print('ERR', e)\n")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300).stdout
+    assert out.startswith("ERR hub dataset openai/gsm8k (main) split test: could not load")
+    assert out.count("\n") == 1 and "COTDISTILL_DATA_DIR" in out

@@ -109,7 +109,7 @@ _INFOS: dict[str, BenchmarkInfo] = {
         BenchmarkInfo("csqa:train", "choice", "ood", False, 9741, "commonsenseqa/train_rand_split.jsonl",
                       "tau/commonsense_qa train", "CommonsenseQA train (A-E)"),
         BenchmarkInfo("strategyqa", "yesno", "ood", True, 2290, "strategyqa/train.json+strategyqa/dev.json",
-                      "wics/strategy-qa test", "StrategyQA, all 2,290 labelled questions"),
+                      "ChilleD/StrategyQA train+test", "StrategyQA, all 2,290 labelled questions"),
         BenchmarkInfo("gpqa_diamond", "choice", "ood", True, 198, GPQA_CSV, "Idavidrein/gpqa gpqa_diamond train",
                       "GPQA Diamond (A-D, shuffled per question; gated, not shipped)"),
     ]
@@ -299,7 +299,10 @@ def _load_strategyqa(name: str, root: Path | None) -> list[Example]:
         rows = [(r, "train") for r in _read_json(_file(root, "strategyqa/train.json", name))]
         rows += [(r, "dev") for r in _read_json(_file(root, "strategyqa/dev.json", name))]
     else:
-        rows = [(r, "hub") for r in _hub("wics/strategy-qa", None, "test")]
+        # wics/strategy-qa is a loading script, which datasets>=4 no longer runs; ChilleD's parquet copy holds the
+        # same 2,290 labelled questions as a train/test split (Fine-tune-CoT's split).
+        rows = [(r, "train") for r in _hub("ChilleD/StrategyQA", None, "train")]
+        rows += [(r, "test") for r in _hub("ChilleD/StrategyQA", None, "test")]
     return [
         Example(str(r["qid"]), name, r["question"].strip(), _yesno(r["answer"]), "yesno",
                 meta={"split": sp, "term": r.get("term")})
