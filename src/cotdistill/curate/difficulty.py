@@ -87,7 +87,10 @@ def hard_question_ids(cfg: DifficultyConfig, first_record: dict[str, dict]) -> s
             missing = len(set(first_record) - seen)
             if missing:
                 log.warning("%d question(s) are not in %s; counted as easy", missing, cfg.hard_ids_file)
-        return listed & set(first_record)
+        hard = listed & set(first_record)
+        if listed and not hard:
+            log.warning("no id of %s is a curated question id; every question counts as easy", cfg.hard_ids_file)
+        return hard
     if crit == "math_level":
         hard = set()
         unknown = 0

@@ -27,7 +27,7 @@ from cotdistill.utils.io import atomic_write_json, atomic_write_text, stable_has
 
 log = logging.getLogger(__name__)
 
-REQUIRED_FIELDS = ("key", "question_id", "question", "gold", "kind", "teacher", "perspective", "raw_response")
+REQUIRED_FIELDS = ("key", "question_id", "question", "gold", "kind", "teacher", "perspective")
 CARD_JSON = "data_card.json"
 CARD_MD = "data_card.md"
 
@@ -168,7 +168,7 @@ def curate_store(config: Config, store_dir: str | os.PathLike, out_dir: str | os
         if cur.filter.judge == "rule" and not ok:
             path_drops["incorrect"] += 1
             continue
-        text = clean_rationale(rec["raw_response"])
+        text = clean_rationale(rec.get("raw_response") or "")
         if not text:
             path_drops["empty_rationale"] += 1
             continue
@@ -435,7 +435,12 @@ def _save(splits: dict[str, list[dict]], card: dict, out_dir: Path) -> Path:
         atomic_write_text(tmp / CARD_MD, render_markdown(card))
         if out_dir.exists():
             out_dir.rmdir()  # empty (checked above); rename needs the name free
-        os.rename(tmp, out_dir)
+        try:
+            os.rename(tmp, out_dir)
+        except OSError:  # another curate finished first: fine if it wrote the same dataset
+            if _existing_fingerprint(out_dir) != card["fingerprint"]:
+                raise CotdistillError(f"{out_dir}: a different dataset was written there meanwhile") from None
+            shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
