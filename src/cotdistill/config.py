@@ -132,7 +132,9 @@ class DifficultyConfig(Section):
 class CurateConfig(Section):
     filter: FilterConfig = Field(default_factory=FilterConfig)
     difficulty: DifficultyConfig = Field(default_factory=DifficultyConfig)
-    dedup_threshold: float = Field(0.9, gt=0, le=1, description="Drop a path this similar (token Jaccard) to a kept one.")
+    dedup_threshold: float = Field(
+        0.9, gt=0, le=1, description="Drop a path this similar (word-3-gram Jaccard) to a kept path of its question."
+    )
     max_paths_per_question: int | None = Field(None, ge=1, description="Cap on paths per question.")
     teachers: list[str] | None = Field(None, description="Only these teachers' records (default: all).")
     perspectives: list[str] | None = Field(None, description="Only these perspectives (default: all).")
