@@ -43,6 +43,11 @@ def dataset_label_vocab(dataset) -> list[str]:
     return sorted({lab for i in range(len(dataset)) for lab in _row_labels(dataset[i])})
 
 
+def row_ids(dataset) -> list[int]:
+    """Table index of each dataset row: its ``_row`` column (the collator's ``question_row``) or its position."""
+    return [int(dataset[i].get("_row", i)) for i in range(len(dataset))]
+
+
 def batch_layout(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Dense [Q, K] view of a flattened micro-step batch.
 
@@ -96,7 +101,8 @@ class MindMethod(Method):
         self.meta_opt: torch.optim.Optimizer | None = None
         self.phase = "init"  # init → warmup → joint
         self.emb: torch.Tensor | None = None  # [n_rows, K_max, D] cached encoder vectors
-        self.row_slots: list[list[int]] = []  # label slot of each path of each dataset row
+        self.row_slots: list[list[int]] = []  # label slot of each path, indexed by row id (``_row``)
+        self.rows: list[int] = []  # the row ids present in the training set
         self.l0: torch.Tensor | None = None  # [n_rows, K_max] initial CE, NaN where no path
         self.ema: LossEMA | None = None
         self.meta_pending = 0  # questions accumulated into MetaNet's gradient since its last step
@@ -136,7 +142,10 @@ class MindMethod(Method):
         vocab = label_vocab or self.label_vocab or getattr(self.collator, "label_vocab", None)
         self.label_vocab = list(vocab) if vocab else dataset_label_vocab(dataset)
         index = {lab: i for i, lab in enumerate(self.label_vocab)}
-        self.row_slots = [[index.get(lab, -1) for lab in _row_labels(dataset[i])] for i in range(len(dataset))]
+        self.rows = row_ids(dataset)
+        self.row_slots = [[] for _ in range(max(self.rows, default=-1) + 1)]
+        for i, rid in enumerate(self.rows):
+            self.row_slots[rid] = [index.get(lab, -1) for lab in _row_labels(dataset[i])]
         if not self.uses_metanet:
             return
         device = next(model.parameters()).device
@@ -187,13 +196,13 @@ class MindMethod(Method):
         encoder = PathEncoder(enc_cfg.name, pooling=enc_cfg.pooling, max_length=enc_cfg.max_length,
                               device=device if device.type == "cuda" else "cpu")
         pairs, where = [], []
-        for i in range(len(dataset)):
+        for i, rid in enumerate(self.rows):
             row = dataset[i]
             for j, p in enumerate(row["paths"]):
                 pairs.append((row["question"], p["text"]))
-                where.append((i, j))
+                where.append((rid, j))
         flat = encoder.encode_cached(pairs, progress=True)
-        self.set_embeddings_from_flat(flat, where, len(dataset))
+        self.set_embeddings_from_flat(flat, where, len(self.row_slots))
 
     def set_embeddings_from_flat(self, flat: torch.Tensor, where: list[tuple[int, int]], n_rows: int) -> None:
         """Store path vectors. flat: [P, D]; where[p] = (dataset row, path index in the row)."""
@@ -267,28 +276,29 @@ class MindMethod(Method):
         from tqdm.auto import tqdm
 
         k_max = self.emb.size(1) if self.emb is not None else max(len(r) for r in self.row_slots)
-        l0 = torch.full((len(dataset), k_max), float("nan"))
+        l0 = torch.full((len(self.row_slots), k_max), float("nan"))
         was_training = model.training
         model.eval()
         device = next(model.parameters()).device
         try:
             for i in tqdm(range(len(dataset)), desc="MIND: initial losses L0", unit="question"):
-                batch = self.collator([self._row_with_index(dataset, i)])
-                batch["question_row"] = torch.tensor([i])
+                rid = self.rows[i]
+                batch = self.collator([self._row_with_index(dataset, i, rid)])
+                batch["question_row"] = torch.tensor([rid])
                 batch["question_index"] = torch.zeros_like(batch["question_index"])
                 pos, valid = batch_layout(batch)
                 cols = self.row_columns(batch, pos, valid)
                 ents = pos[valid]
                 ce, _, _ = self._forward_chunks(model, batch, ents, device, grad=False, need_p=False)
-                l0[i, cols[valid]] = ce.float().cpu()
+                l0[rid, cols[valid]] = ce.float().cpu()
         finally:
             model.train(was_training)
         return l0
 
     @staticmethod
-    def _row_with_index(dataset, i: int) -> dict:
+    def _row_with_index(dataset, i: int, rid: int) -> dict:
         row = dict(dataset[i])
-        row["_row"] = i  # the PathCollator's question_row
+        row["_row"] = rid  # the PathCollator's question_row
         return row
 
     def _default_collator(self, dataset):
@@ -309,7 +319,8 @@ class MindMethod(Method):
         self.phase = "warmup"
         self.metanet.train()
         device = next(self.metanet.parameters()).device
-        n_rows = self.emb.size(0)
+        present = list(self.rows) or list(range(self.emb.size(0)))
+        n_rows = len(present)
         rng = random.Random(self.tc.seed)
         slots = torch.full(self.l0.shape, 0, dtype=torch.long)
         for i, rs in enumerate(self.row_slots):
@@ -322,7 +333,7 @@ class MindMethod(Method):
         acc = self.mc.meta_warmup_accum
         bar = tqdm(total=epochs * math.ceil(n_rows / acc), desc="MIND: MetaNet warm-up", unit="step")
         for epoch in range(epochs):
-            order = list(range(n_rows))
+            order = list(present)
             rng.shuffle(order)
             total, n = 0.0, 0
             for start in range(0, n_rows, acc):
@@ -468,6 +479,7 @@ class MindMethod(Method):
             "alpha": self._per_label(alpha, pos, valid, slot_of),
             "kept": self._per_label(kept.float(), pos, valid, slot_of),
             "n_kept": float(kept.sum(-1).float().mean()),
+            "ce": self._per_label(ce_all.nan_to_num(0.0), pos, valid, slot_of),
             "L_sft": l_sft,
             "L_cons": l_cons,
         }
