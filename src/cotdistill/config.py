@@ -121,7 +121,9 @@ class DifficultyConfig(Section):
         "none", description="How 'hard' is decided (§1.6)."
     )
     min_level: int = Field(4, description="math_level: MATH level counted as hard.")
-    target_size: int | None = Field(None, ge=1, description="Keep all hard, add seeded easy ones up to this size.")
+    target_size: int | None = Field(
+        None, ge=1, description="Keep all hard, add seeded easy ones up to this size (criterion none: a seeded cap)."
+    )
     hard_ids_file: str | None = Field(
         None,
         description="given: file with one hard question id a line; student_greedy_fail: the base student's eval "

@@ -242,6 +242,12 @@ def test_difficulty_student_greedy_fail_from_eval_jsonl_and_hard_overflow(tmp_pa
               difficulty={"criterion": "student_greedy_fail", "hard_ids_file": str(bad)})
 
 
+def test_target_size_without_criterion_is_a_seeded_cap(tmp_path):
+    ds, card = build(tmp_path, _ten_questions(), difficulty={"target_size": 4})
+    assert len(ds["train"]) == 4 and set(ds["train"]["difficulty"]) == {None}
+    assert card["questions"]["dropped"] == {"subsampled": 6}
+
+
 def test_difficulty_math_level(tmp_path):
     records = [rec(f"m{i}", raw=f"Work {i}: 3 + 4 = 7. The answer is 7", level=f"Level {i}") for i in range(1, 6)]
     ds, card = build(tmp_path, records, difficulty={"criterion": "math_level", "min_level": 4})

@@ -2,7 +2,7 @@
 
 Criteria (``curate.difficulty.criterion``):
 
-- ``none``: no difficulty label, nothing sampled.
+- ``none``: no difficulty label; ``target_size`` (if set) is a plain seeded cap on the question count.
 - ``given``: ``hard_ids_file`` lists hard question ids, one a line (``#`` comments allowed).
 - ``student_greedy_fail``: hard = the base student fails the question greedily. Curate never runs a later
   stage itself; run ``cotdistill eval`` with the base student on the training questions first (e.g. the
@@ -123,10 +123,15 @@ def sample_by_difficulty(
     """Choose the questions to keep: all hard, then seeded easy ones up to ``target_size``.
 
     When the hard questions alone exceed ``target_size`` they are sub-sampled (seeded) with a warning.
-    Returns (kept ids in input order, id -> "hard"/"easy"/None, counts of dropped hard/easy).
+    ``hard=None`` (no criterion): a seeded sample of ``target_size`` questions, labelled None.
+    Returns (kept ids in input order, id -> "hard"/"easy"/None, dropped counts per reason).
     """
-    if hard is None:
-        return list(qids), {q: None for q in qids}, {}
+    if hard is None:  # no criterion: target_size (if any) is a plain seeded cap
+        kept = list(qids)
+        if target_size is not None and len(kept) > target_size:
+            keep = set(random.Random(seed).sample(kept, target_size))
+            kept = [q for q in qids if q in keep]
+        return kept, {q: None for q in kept}, {"subsampled": len(qids) - len(kept)}
     labels = {q: ("hard" if q in hard else "easy") for q in qids}
     hard_l = [q for q in qids if q in hard]
     easy_l = [q for q in qids if q not in hard]
