@@ -406,8 +406,37 @@ class MindMethod(Method):
     # ------------------------------------------------------------------ training step
 
     def compute_loss(self, model, batch):
-        """Not used: MIND overrides :meth:`training_step` (it chunks paths and steps MetaNet)."""
-        raise NotImplementedError("MindMethod runs through training_step")
+        """Evaluation loss (dev set): uniform weights over the valid paths, L_SFT + λ·L_cons.
+
+        Training goes through :meth:`training_step`. Dev questions have no cached vectors and must not
+        move MetaNet, so the dev loss uses α = 1/K: comparable across MIND variants and over time.
+        Returns the scalar loss and ``{"L_sft", "L_cons"}``.
+        """
+        device = next(model.parameters()).device
+        pos, valid = batch_layout(batch)
+        kept, alpha = uniform_weights(valid)
+        ans_valid = batch["answer_valid"].bool().cpu()
+        max_m = int(batch["answer_mask"].bool().sum(-1).max().item()) if batch["answer_mask"].numel() else 0
+        ents = pos[valid]
+        ce, logp, span = self._forward_chunks(model, batch, ents, device, grad=torch.is_grad_enabled(),
+                                              need_p=self.mc.lambda_cons > 0, max_len=max_m)
+        row_of = {int(e): i for i, e in enumerate(ents.tolist())}
+        a_dev = alpha.to(device)
+        l_sft = ce.new_zeros(())
+        l_cons = ce.new_zeros(())
+        for q in range(pos.size(0)):
+            ks = kept[q].nonzero(as_tuple=True)[0]
+            if ks.numel() == 0:
+                continue
+            r = torch.tensor([row_of[int(pos[q, k])] for k in ks], device=device)
+            l_sft = l_sft + (a_dev[q, ks] * ce[r]).sum()
+            if logp is not None and ks.numel() > 1:
+                w = _pair_weights(a_dev[q, ks], self._cons_ok(q, pos, kept, ans_valid)[ks].to(device))
+                if w.any():
+                    l_cons = l_cons + (w * self._pairwise(logp[r], span[r])).sum()
+        n_q = max(pos.size(0), 1)
+        loss = (l_sft + self.mc.lambda_cons * l_cons) / n_q
+        return loss, {"L_sft": float(l_sft.detach()) / n_q, "L_cons": float(l_cons.detach()) / n_q}
 
     def training_step(self, model, batch, backward):
         """One micro-step: score, select, weighted SFT + consistency, L_meta, MetaNet step when due.
