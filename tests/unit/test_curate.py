@@ -180,6 +180,9 @@ def test_teacher_and_perspective_selection_and_labels(tmp_path):
     assert card["label_scheme"] == "teacher/perspective"
     assert card["labels"] == ["gpt/level1", "gpt/level2", "llama/level1", "llama/level2"]
 
+    with pytest.raises(CotdistillError, match=r"curate.teachers: \['gtp'\] not in the store .*gpt, llama"):
+        build(tmp_path, records, out="typo", teachers=["gtp"])
+
     ds, card = build(tmp_path, records, out="forced", label_by="teacher")
     assert sorted(p["label"] for p in paths_of(ds, "q1")) == ["gpt", "gpt", "llama", "llama"]
 

@@ -131,6 +131,13 @@ def curate_store(config: Config, store_dir: str | os.PathLike, out_dir: str | os
     records, store_stats = _open_store(store_dir)
     teachers_sel = set(cur.teachers) if cur.teachers is not None else None
     persp_sel = set(cur.perspectives) if cur.perspectives is not None else None
+    for field, sel, have in (("teachers", teachers_sel, store_stats.get("by_teacher")),
+                             ("perspectives", persp_sel, store_stats.get("by_perspective"))):
+        if sel is not None and have is not None and sel - set(have):
+            raise CotdistillError(
+                f"config: curate.{field}: {sorted(sel - set(have))} not in the store {store_dir} "
+                f"(it has: {', '.join(sorted(have))})"
+            )
     warnings: list[str] = []
 
     def warn(msg: str) -> None:
@@ -145,7 +152,7 @@ def curate_store(config: Config, store_dir: str | os.PathLike, out_dir: str | os
     n_read = 0
     questions: dict[str, dict] = {}  # qid -> first record (question metadata)
     paths_by_q: dict[str, list[dict]] = defaultdict(list)
-    for rec in tqdm(records, desc="curate: scoring", unit="rec", mininterval=2.0):
+    for rec in tqdm(records, desc="curate: scoring", unit="rec", mininterval=2.0, total=store_stats.get("ok")):
         n_read += 1
         _check_record(rec, where)
         teacher, persp = str(rec["teacher"]), str(rec["perspective"])
