@@ -78,11 +78,19 @@ def _bf16_enabled(requested: bool) -> bool:
     return os.environ.get("COTDISTILL_CPU_BF16", "0") == "1"
 
 
-def train(config: Config, dataset_dir: str | os.PathLike, run_dir: str | os.PathLike, *, resume: bool = True) -> Path:
+def train(
+    config: Config,
+    dataset_dir: str | os.PathLike,
+    run_dir: str | os.PathLike,
+    *,
+    resume: bool = True,
+    callbacks: list | None = None,
+) -> Path:
     """Train ``config.train.model`` with ``config.method`` on the path dataset; return ``run_dir/student``.
 
     A finished run (``student/`` with provenance) is not touched: the call returns it with a message.
     With ``resume`` a rerun continues from the last complete checkpoint in ``run_dir/checkpoints``.
+    ``callbacks`` are extra :class:`transformers.TrainerCallback` objects (progress hooks, tests).
     """
     import torch
     from transformers import TrainingArguments, set_seed
@@ -181,6 +189,7 @@ def train(config: Config, dataset_dir: str | os.PathLike, run_dir: str | os.Path
         processing_class=tok,
         method=method,
         dynamics_path=run_dir / "dynamics.jsonl",
+        callbacks=callbacks,
     )
     ckpt = last_complete_checkpoint(run_dir / "checkpoints") if resume else None
     if ckpt is not None:
