@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -41,7 +42,7 @@ from cotdistill.methods.compact.metrics import (
     resolve_parts,
     think_token_ids,
 )
-from cotdistill.methods.losses import IGNORE_INDEX, answer_log_probs, pairwise_divergence, sequence_ce
+from cotdistill.methods.losses import IGNORE_INDEX, answer_log_probs, divergence, pairwise_divergence, sequence_ce
 
 log = logging.getLogger(__name__)
 
@@ -209,102 +210,62 @@ class CompactMethod(Method):
 
     # ------------------------------------------------------------------ the step
 
-    def compute_loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
-        """Forward the micro-step's paths once; return the COMPACT loss and per-path signals.
+    def _paths_micro_batch(self) -> int:
+        """``train.paths_micro_batch`` with ``compact.train`` overrides (whole batch if unknown)."""
+        eff = getattr(self.config, "effective_train", None)
+        if eff is None:
+            return 1 << 30
+        return int(eff("compact").paths_micro_batch)
 
-        Batch: the contract of ``methods/base.py`` (right-padded). Signals: ``S_mi``, ``S_cons``,
-        ``S_ppl``, ``z_mi``, ``z_cons``, ``z_ppl``, ``alpha`` as {label: float} (mean over paths with the
-        label), and floats ``loss_sft``, ``loss_mcc``, ``loss``.
-        """
-        cc = self.cc
-        parts = self._model_parts(model)
-        input_ids, attn, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
-        n = input_ids.size(0)
-        assert_right_padded(attn)
+    def _forward(
+        self, model: nn.Module, parts: ModelParts, batch: dict[str, torch.Tensor], rows: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Student forward on ``rows`` of the batch (all if None): logits [r, T, V], final-norm h [r, T, H]."""
+        ids, attn = batch["input_ids"], batch["attention_mask"]
+        if rows is not None:
+            ids, attn = ids[rows], attn[rows]
+        with NormCapture(parts.norm) as cap:
+            out = model(input_ids=ids, attention_mask=attn, use_cache=False)
+        logits = out.logits if hasattr(out, "logits") else out[0]
+        if cap.output is None:
+            raise CotdistillError("compact: the final-norm hook saw no output (unsupported model wrapper)")
+        return logits, cap.output
+
+    def _check_ready(self, batch: dict[str, torch.Tensor]) -> None:
+        assert_right_padded(batch["attention_mask"])
         if self.think_ids is None:
             raise CotdistillError("compact: prepare(dataset, tokenizer, model) was not called before training")
 
-        with NormCapture(parts.norm) as cap:
-            out = model(input_ids=input_ids, attention_mask=attn, use_cache=False)
-        logits = out.logits if hasattr(out, "logits") else out[0]
-        hidden = cap.output
-        if hidden is None:
-            raise CotdistillError("compact: the final-norm hook saw no output (unsupported model wrapper)")
-
-        ce = sequence_ce(logits, labels)  # [N] with grad
-        dev = logits.device
-        qidx = batch.get("question_index", torch.zeros(n, dtype=torch.long)).to(dev)
-        valid = batch.get("path_valid", torch.ones(n, dtype=torch.bool)).to(dev).bool()
-        ans_valid = batch.get("answer_valid", torch.ones(n, dtype=torch.bool)).to(dev).bool()
-        path_labels = self._path_labels(batch, n)
-        comp_mask = labels != IGNORE_INDEX
-
-        per_path: dict[str, torch.Tensor] = {k: torch.full((n,), float("nan")) for k in PER_PATH_SIGNALS}
-        losses, sft_terms, mcc_terms = [], [], []
+    @staticmethod
+    def _groups(batch: dict[str, torch.Tensor], n: int) -> list[tuple[int, torch.Tensor]]:
+        """(question, indices of its valid paths) for every question with at least one valid path."""
+        qidx = batch.get("question_index", torch.zeros(n, dtype=torch.long)).cpu()
+        valid = batch.get("path_valid", torch.ones(n, dtype=torch.bool)).cpu().bool()
+        out = []
         for q in torch.unique(qidx).tolist():
             idx = ((qidx == q) & valid).nonzero(as_tuple=True)[0]
-            if idx.numel() == 0:
-                continue
-            s_mi, s_cons, s_ppl = self._metrics(parts, batch, q, idx, hidden, logits, ce, comp_mask)
-            fz = fuse(
-                s_mi, s_cons, s_ppl,
-                beta_mi=cc.beta_mi, beta_consensus=cc.beta_consensus, beta_difficulty=cc.beta_difficulty,
-                temperature=cc.temperature, eps=cc.zscore_eps,
-            )
-            if cc.weighting == "adaptive":
-                alpha = fz.alpha
-            else:
-                alpha = fixed_weights(cc.weighting, [path_labels[i] for i in idx.tolist()], cc.best_teacher)
-            alpha = alpha.detach().to(dev)
-            for key, val in (("S_mi", s_mi), ("S_cons", s_cons), ("S_ppl", s_ppl), ("z_mi", fz.z_mi),
-                             ("z_cons", fz.z_cons), ("z_ppl", fz.z_ppl), ("alpha", alpha)):
-                per_path[key][idx.cpu()] = val.detach().float().cpu()
+            if idx.numel():
+                out.append((int(q), idx))
+        return out
 
-            sft = (alpha * ce[idx]).sum()
-            mcc = self._mcc(logits, batch, idx, alpha, ans_valid) if cc.lambda_mcc > 0 else sft.new_zeros(())
-            losses.append(sft + cc.lambda_mcc * mcc)
-            sft_terms.append(sft.detach())
-            mcc_terms.append(mcc.detach())
-
-        if not losses:  # no valid path at all: a zero loss that still touches the graph
-            loss = logits.sum() * 0.0
-            return loss, {"loss": 0.0}
-        loss = torch.stack(losses).mean()
-        signals: dict[str, Any] = {
-            "loss": float(loss.detach()),
-            "loss_sft": float(torch.stack(sft_terms).mean()),
-            "loss_mcc": float(torch.stack(mcc_terms).mean()),
-        }
-        for key, vals in per_path.items():
-            acc: dict[str, list[float]] = defaultdict(list)
-            for i, lab in enumerate(path_labels):
-                if bool(valid[i]) and not torch.isnan(vals[i]):
-                    acc[lab].append(float(vals[i]))
-            signals[key] = {lab: sum(v) / len(v) for lab, v in acc.items()}
-        return loss, signals
-
-    def _metrics(
-        self,
-        parts: ModelParts,
-        batch: dict[str, torch.Tensor],
-        q: int,
-        idx: torch.Tensor,
-        hidden: torch.Tensor,
-        logits: torch.Tensor,
-        ce: torch.Tensor,
-        comp_mask: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(S_MI, S_cons, S_PPL) of one question's valid paths ``idx``, each [K] fp32 detached."""
+    def _mi_and_last(
+        self, parts: ModelParts, batch: dict[str, torch.Tensor], rows: torch.Tensor,
+        hidden: torch.Tensor, logits: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """S_MI [r] (fp32 cpu, detached) and the last-token states v [r, H] of the batch ``rows``,
+        given that forward's ``hidden``/``logits`` (row i of them = batch row ``rows[i]``)."""
         cc = self.cc
-        h = hidden[idx]
-        k = idx.numel()
-        # (1) MI adaptability
-        gold = self._gold_ids(batch, q, idx)
+        n = batch["input_ids"].size(0)
+        qidx = batch.get("question_index", torch.zeros(n, dtype=torch.long)).cpu()
+        comp_mask = batch["labels"][rows] != IGNORE_INDEX
+        s_mi = torch.zeros(rows.numel())
         weight = parts.out_embeddings.weight
-        if gold is None or gold.numel() == 0:
-            s_mi = torch.zeros(k)
-        else:
-            gold = gold.to(h.device)
+        for q in torch.unique(qidx[rows]).tolist():
+            local = (qidx[rows] == q).nonzero(as_tuple=True)[0]
+            gold = self._gold_ids(batch, q, (qidx == q).nonzero(as_tuple=True)[0])
+            if gold is None or gold.numel() == 0:
+                continue
+            gold = gold.to(hidden.device)
             with gathered([weight]):
                 vocab = weight.size(0)
                 if int(gold.max()) >= vocab:
@@ -313,28 +274,210 @@ class CompactMethod(Method):
                         f"output vocabulary ({vocab}); tokenizer and model do not match"
                     )
                 gold_emb = weight[gold].detach().clone() if cc.mi_variant == "logit" else None
-            s_mi = mi_adaptability(
-                h, batch["input_ids"][idx], gold,
+            ldev = local.to(hidden.device)
+            s_mi[local] = mi_adaptability(
+                hidden[ldev], batch["input_ids"][rows][local].to(hidden.device), gold,
                 gold_emb=gold_emb,
-                logits=logits[idx].detach() if cc.mi_variant == "logprob" else None,
+                logits=logits[ldev].detach() if cc.mi_variant == "logprob" else None,
                 think_ids=self.think_ids,
                 think_weight=cc.think_weight, non_think_weight=cc.non_think_weight,
                 variant=cc.mi_variant,
-                scope_mask=comp_mask[idx] if cc.mi_scope == "completion" else None,
+                scope_mask=comp_mask[local].to(hidden.device) if cc.mi_scope == "completion" else None,
                 length_norm=cc.mi_length_norm,
-                completion_len=comp_mask[idx].sum(-1),
-            )
-        # (2) graph consensus on the post-final-norm last-token states (the code's quirk)
-        v = last_token_states(h, batch["attention_mask"][idx])
+                completion_len=comp_mask[local].sum(-1),
+            ).float().cpu()
+        v = last_token_states(hidden, batch["attention_mask"][rows].to(hidden.device))
+        return s_mi, v.detach()
+
+    def _weights(
+        self, parts: ModelParts, batch: dict[str, torch.Tensor], s_mi: torch.Tensor, v: torch.Tensor,
+        ce: torch.Tensor, path_labels: list[str],
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[tuple[int, torch.Tensor]]]:
+        """Graph consensus per question, fusion, α. Returns α [N] (0 on invalid slots, cpu fp32),
+        per-path signal vectors [N] (NaN on invalid slots) and the question groups."""
+        cc = self.cc
+        n = s_mi.numel()
+        groups = self._groups(batch, n)
+        per_path = {k: torch.full((n,), float("nan")) for k in PER_PATH_SIGNALS}
+        alpha_all = torch.zeros(n)
         qk_params = list(parts.q_proj.parameters()) + list(parts.k_proj.parameters())
-        with gathered(qk_params):
-            s_cons, _ = graph_consensus(
-                v, parts.q_proj, parts.k_proj,
-                n_heads=parts.n_heads, n_kv_heads=parts.n_kv_heads, gqa_repeat=cc.gqa_repeat,
+        for _, idx in groups:
+            with gathered(qk_params):
+                s_cons, _ = graph_consensus(
+                    v[idx.to(v.device)], parts.q_proj, parts.k_proj,
+                    n_heads=parts.n_heads, n_kv_heads=parts.n_kv_heads, gqa_repeat=cc.gqa_repeat,
+                )
+            s_cons = s_cons.float().cpu()
+            s_ppl = ce[idx].detach().float().cpu()
+            fz = fuse(
+                s_mi[idx], s_cons, s_ppl,
+                beta_mi=cc.beta_mi, beta_consensus=cc.beta_consensus, beta_difficulty=cc.beta_difficulty,
+                temperature=cc.temperature, eps=cc.zscore_eps,
             )
-        # (3) difficulty
-        s_ppl = ce[idx].detach().float()
-        return s_mi.float().cpu(), s_cons.float().cpu(), s_ppl.cpu()
+            if cc.weighting == "adaptive":
+                alpha = fz.alpha
+            else:
+                alpha = fixed_weights(cc.weighting, [path_labels[i] for i in idx.tolist()], cc.best_teacher)
+            alpha_all[idx] = alpha.float()
+            for key, val in (("S_mi", s_mi[idx]), ("S_cons", s_cons), ("S_ppl", s_ppl), ("z_mi", fz.z_mi),
+                             ("z_cons", fz.z_cons), ("z_ppl", fz.z_ppl), ("alpha", alpha)):
+                per_path[key][idx] = val.detach().float().cpu()
+        return alpha_all, per_path, groups
+
+    @staticmethod
+    def _signals(
+        loss: float, sft: list[torch.Tensor], mcc: list[torch.Tensor], per_path: dict[str, torch.Tensor],
+        path_labels: list[str],
+    ) -> dict[str, Any]:
+        signals: dict[str, Any] = {
+            "loss": float(loss),
+            "loss_sft": float(torch.stack(sft).mean()),
+            "loss_mcc": float(torch.stack(mcc).mean()),
+        }
+        for key, vals in per_path.items():
+            acc: dict[str, list[float]] = defaultdict(list)
+            for i, lab in enumerate(path_labels):
+                if not torch.isnan(vals[i]):
+                    acc[lab].append(float(vals[i]))
+            signals[key] = {lab: sum(v) / len(v) for lab, v in acc.items()}
+        return signals
+
+    def compute_loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Forward the micro-step's paths once; return the COMPACT loss and per-path signals.
+
+        Batch: the contract of ``methods/base.py`` (right-padded). The loss is the mean over the
+        micro-step's questions. Signals: ``S_mi``, ``S_cons``, ``S_ppl``, ``z_mi``, ``z_cons``, ``z_ppl``,
+        ``alpha`` as {label: float} (mean over the valid paths with that label), and floats
+        ``loss_sft``, ``loss_mcc``, ``loss``.
+        """
+        cc = self.cc
+        parts = self._model_parts(model)
+        self._check_ready(batch)
+        n = batch["input_ids"].size(0)
+        logits, hidden = self._forward(model, parts, batch)
+        ce = sequence_ce(logits, batch["labels"])  # [N] with grad
+        dev = logits.device
+        ans_valid = batch.get("answer_valid", torch.ones(n, dtype=torch.bool)).to(dev).bool()
+        path_labels = self._path_labels(batch, n)
+        s_mi, v = self._mi_and_last(parts, batch, torch.arange(n), hidden, logits)
+        alpha_all, per_path, groups = self._weights(parts, batch, s_mi, v, ce, path_labels)
+        alpha_all = alpha_all.to(dev)
+
+        losses, sft_terms, mcc_terms = [], [], []
+        for _, idx in groups:
+            idx = idx.to(dev)
+            alpha = alpha_all[idx]
+            sft = (alpha * ce[idx]).sum()
+            mcc = self._mcc(logits, batch, idx, alpha, ans_valid) if cc.lambda_mcc > 0 else sft.new_zeros(())
+            losses.append(sft + cc.lambda_mcc * mcc)
+            sft_terms.append(sft.detach())
+            mcc_terms.append(mcc.detach())
+        if not losses:  # no valid path at all: a zero loss that still touches the graph
+            return logits.sum() * 0.0, {"loss": 0.0}
+        loss = torch.stack(losses).mean()
+        return loss, self._signals(float(loss.detach()), sft_terms, mcc_terms, per_path, path_labels)
+
+    def training_step(
+        self,
+        model: nn.Module,
+        batch: dict[str, torch.Tensor],
+        backward: Callable[[torch.Tensor], None],
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        """One forward+backward when all paths fit ``train.paths_micro_batch`` (or in ``position_aligned``
+        mode); else the memory-safe two-pass exact gradient of §2.7 for ``answer_span``:
+
+        1. no_grad over chunks: CE, metrics, α and the detached answer distributions sg(P_j);
+        2. per chunk, backward of Σ_{k∈chunk} [α_k CE_k + λ Σ_{j≠k} (α_k/n_k + α_j/n_j) symKL(P_k, sg(P_j))]
+           (n_k = k's intact partners), whose gradient equals the single-pass one (up to dropout noise).
+        The returned loss and signals come from pass 1.
+        """
+        n = batch["input_ids"].size(0)
+        pmb = self._paths_micro_batch()
+        if pmb >= n or self.cc.mcc_mode != "answer_span":
+            if pmb < n:
+                self._warn_once("pmb", "compact: position_aligned runs all paths in one pass (paths_micro_batch ignored)")
+            return super().training_step(model, batch, backward)
+        return self._two_pass_step(model, batch, backward, pmb)
+
+    def _two_pass_step(
+        self, model: nn.Module, batch: dict[str, torch.Tensor], backward: Callable[[torch.Tensor], None], pmb: int
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        cc = self.cc
+        parts = self._model_parts(model)
+        self._check_ready(batch)
+        n = batch["input_ids"].size(0)
+        amask = batch["answer_mask"].to(torch.bool)
+        m_len = int(amask.sum(-1).max().item()) if n else 0
+        ans_valid = batch.get("answer_valid", torch.ones(n, dtype=torch.bool)).cpu().bool()
+        path_labels = self._path_labels(batch, n)
+        chunks = [torch.arange(s, min(s + pmb, n)) for s in range(0, n, pmb)]
+
+        # pass 1: no_grad, all paths
+        ce = torch.zeros(n)
+        s_mi = torch.zeros(n)
+        v_parts, logp_parts, span_parts = [], [], []
+        with torch.no_grad():
+            for rows in chunks:
+                logits, hidden = self._forward(model, parts, batch, rows)
+                ce[rows] = sequence_ce(logits, batch["labels"][rows].to(logits.device)).float().cpu()
+                s_mi[rows], v = self._mi_and_last(parts, batch, rows, hidden, logits)
+                v_parts.append(v)
+                lp, sp = answer_log_probs(logits, amask[rows].to(logits.device), max_len=m_len)
+                logp_parts.append(lp)
+                span_parts.append(sp)
+                del logits, hidden
+        v_all = torch.cat(v_parts)
+        logp_all, span_all = torch.cat(logp_parts), torch.cat(span_parts)
+        alpha_all, per_path, groups = self._weights(parts, batch, s_mi, v_all, ce, path_labels)
+        if not groups:
+            return torch.zeros(()), {"loss": 0.0}
+
+        # pair coefficients c[k, j] = α_k/n_k + α_j/n_j over intact answer pairs of the same question
+        coef = torch.zeros(n, n)
+        sft_terms, mcc_terms, losses = [], [], []
+        for _, idx in groups:
+            a = alpha_all[idx]
+            av = ans_valid[idx]
+            pair = av[:, None] & av[None, :] & ~torch.eye(idx.numel(), dtype=torch.bool)
+            n_part = pair.sum(1).clamp_min(1).float()
+            w = a / n_part
+            coef[idx[:, None], idx[None, :]] = ((w[:, None] + w[None, :]) * pair).float()
+            sft = (a * ce[idx]).sum()
+            mcc = torch.zeros(())
+            if cc.lambda_mcc > 0 and int(pair.sum()) > 0:
+                d = pairwise_divergence(logp_all[idx.to(logp_all.device)], span_all[idx.to(span_all.device)] &
+                                        av.to(span_all.device)[:, None], kind="sym_kl").cpu()
+                mcc = (a * (d * pair).sum(1) / n_part).sum()
+            sft_terms.append(sft)
+            mcc_terms.append(mcc)
+            losses.append(sft + cc.lambda_mcc * mcc)
+        n_q = len(groups)
+        loss_log = torch.stack(losses).mean()
+
+        # pass 2: per chunk with grad
+        for rows in chunks:
+            if float(alpha_all[rows].abs().sum()) == 0 and float(coef[rows].abs().sum()) == 0:
+                continue
+            logits, _ = self._forward(model, parts, batch, rows)
+            dev = logits.device
+            ce_c = sequence_ce(logits, batch["labels"][rows].to(dev))
+            loss_c = (alpha_all[rows].to(dev) * ce_c).sum()
+            if cc.lambda_mcc > 0 and float(coef[rows].abs().sum()) > 0:
+                lp, sp = answer_log_probs(logits, amask[rows].to(dev), max_len=m_len)
+                for r, k in enumerate(rows.tolist()):
+                    js = coef[k].nonzero(as_tuple=True)[0]
+                    if js.numel() == 0:
+                        continue
+                    jd = js.to(logp_all.device)
+                    d = divergence(
+                        lp[r].unsqueeze(0).expand(js.numel(), -1, -1), logp_all[jd].to(dev), "sym_kl",
+                        (sp[r].unsqueeze(0) & span_all[jd].to(dev)),
+                    )
+                    loss_c = loss_c + cc.lambda_mcc * (coef[k, js].to(dev) * d).sum()
+            backward(loss_c / n_q)
+            del logits
+        signals = self._signals(float(loss_log), sft_terms, mcc_terms, per_path, path_labels)
+        return loss_log.detach(), signals
 
     def _mcc(
         self,
