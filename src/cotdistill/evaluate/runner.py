@@ -76,7 +76,21 @@ def _check_provenance(path: Path, prov: dict) -> None:
         )
 
 
+def _drop_torn_tail(jsonl: Path) -> None:
+    """A crash mid-append can leave an unterminated last line: cut it so new appends start on a fresh line."""
+    if not jsonl.is_file() or jsonl.stat().st_size == 0:
+        return
+    with open(jsonl, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) == b"\n":
+            return
+        data = jsonl.read_bytes()
+    keep = data[: data.rfind(b"\n") + 1]
+    atomic_write_text(jsonl, keep.decode("utf-8"))
+
+
 def _existing(jsonl: Path, gen_key: str) -> dict[str, dict]:
+    _drop_torn_tail(jsonl)
     done: dict[str, dict] = {}
     for i, rec in enumerate(read_jsonl(jsonl), 1):
         if rec.get("gen_key") != gen_key:
