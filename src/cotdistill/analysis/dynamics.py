@@ -8,6 +8,7 @@ Scalar signals (loss terms, metric values) are drawn as lines over steps; per-la
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,9 @@ def summarize_dynamics(records: list[dict]) -> dict[str, Any]:
         out["scalars"][name] = {"first": float(v[0]), "last": float(v[-1]), "min": float(v.min())}
     for name, d in per_label.items():
         tail = max(1, int(np.ceil(0.1 * d["values"].shape[1])))
-        means = np.nanmean(d["values"][:, -tail:], axis=1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a label absent from the tail: None below
+            means = np.nanmean(d["values"][:, -tail:], axis=1)
         out["per_label"][name] = {lab: (None if np.isnan(m) else float(m)) for lab, m in zip(d["labels"], means)}
     return out
 

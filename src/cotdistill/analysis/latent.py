@@ -8,6 +8,7 @@ Two kinds:
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,15 +45,20 @@ def extract_sbert(
     texts: Sequence[str], model_name: str = "all-MiniLM-L6-v2", *, batch_size: int = 32, progress: bool = True
 ) -> np.ndarray:
     """Sentence embeddings ``[N, D]`` (float32) of ``texts`` with a sentence-transformers model."""
-    from sentence_transformers import SentenceTransformer
-
-    path = resolve_sbert_model(model_name)
-    try:
-        model = SentenceTransformer(path, device="cpu" if not _cuda() else None)
-    except OSError as e:
-        raise CotdistillError(f"analysis.sbert_model: cannot load {model_name!r} ({e})") from None
+    model = _sbert(resolve_sbert_model(model_name))
     emb = model.encode(list(texts), batch_size=batch_size, show_progress_bar=progress, convert_to_numpy=True)
     return np.asarray(emb, dtype=np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def _sbert(path: str):
+    """The sentence encoder, loaded once per process (several models' responses share it)."""
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        return SentenceTransformer(path, device="cpu" if not _cuda() else None)
+    except OSError as e:
+        raise CotdistillError(f"analysis.sbert_model: cannot load {path!r} ({e})") from None
 
 
 def _cuda() -> bool:

@@ -77,16 +77,23 @@ def cluster_metrics(
 
     Returns:
         dict with ``effective_clusters``, ``occupied_clusters`` (distinct hard assignments),
-        ``weight_entropy`` (H), ``exp_entropy`` (exp H), ``nmi``, ``ari``, ``silhouette_labels``,
+        ``weight_entropy`` (H over all DPMM weights, as METHODS.md §6.5), ``exp_entropy`` (exp H),
+        ``effective_entropy`` / ``exp_effective_entropy`` (the same over the effective components only,
+        renormalised: the truncated DP leaves a little prior mass on every empty component, which
+        inflates exp H above the cluster count), ``nmi``, ``ari``, ``silhouette_labels``,
         ``silhouette_clusters``, ``n``.
     """
     h = weight_entropy(weights)
+    w = np.asarray(weights, dtype=np.float64)
+    h_eff = weight_entropy(w[w > threshold])
     out = {
         "n": int(x.shape[0]),
         "effective_clusters": effective_clusters(weights, threshold),
         "occupied_clusters": int(len(np.unique(assignments))),
         "weight_entropy": h,
         "exp_entropy": float(np.exp(h)),
+        "effective_entropy": h_eff,
+        "exp_effective_entropy": float(np.exp(h_eff)),
         "nmi": None,
         "ari": None,
         "silhouette_labels": None,

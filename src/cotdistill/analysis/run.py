@@ -201,6 +201,7 @@ def _latent(run_dir, out_dir, tags, base, bench, summaries, overrides, cfg, n_q,
         return {"status": "not run", "reason": f"only {len(ids)} shared responses on {bench} (need 3)"}
     cache = out_dir / "features"
     model_prov: dict[str, dict] = {}
+    prev = ((load_metrics(run_dir) or {}).get("latent") or {}).get("models") or {}
     specs: dict[str, tuple[str | None, str | None]] = {}
     for t in tags:
         prov = _provenance(summaries.get(t, {}), bench)
@@ -209,6 +210,9 @@ def _latent(run_dir, out_dir, tags, base, bench, summaries, overrides, cfg, n_q,
         adapter = ov.get("adapter") if ov.get("model") else prov.get("adapter")
         specs[t] = (spec, adapter)
         model_prov[t] = {"model": spec, "adapter": adapter, "eval_provenance": prov}
+        old = prev.get(t) or {}
+        if old.get("loader") and (old.get("model"), old.get("adapter")) == (spec, adapter):
+            model_prov[t]["loader"] = old["loader"]  # features cached: keep the loader provenance of that run
 
     feats: dict[str, np.ndarray] = {}
     cka: dict[str, Any] = {}
@@ -302,8 +306,8 @@ def _plot_degeneration(per_model: dict[str, dict], path: Path) -> None:
     fig, (a, b) = new_figure(1, 2, width=9, height=3.4)
     a.bar(tags, [per_model[t]["effective_clusters"] for t in tags], color="#4C72B0")
     a.set_title("effective DPMM clusters", fontsize=10)
-    b.bar(tags, [per_model[t]["exp_entropy"] for t in tags], color="#DD8452")
-    b.set_title("exp(weight entropy)", fontsize=10)
+    b.bar(tags, [per_model[t]["exp_effective_entropy"] for t in tags], color="#DD8452")
+    b.set_title("exp(entropy) of the effective weights", fontsize=10)
     for ax in (a, b):
         ax.tick_params(labelsize=8)
         ax.grid(axis="y", alpha=0.3)

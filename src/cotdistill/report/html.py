@@ -46,7 +46,8 @@ figcaption { color: var(--muted); font-size: 13px; margin-top: 4px; }
 pre { background: var(--soft); border: 1px solid var(--line); padding: 10px; overflow-x: auto; font-size: 12.5px; }
 details summary { cursor: pointer; color: var(--acc); }
 .note { color: var(--muted); font-size: 13px; }
-code { font-size: 12.5px; }
+code { font-size: 12.5px; word-break: break-all; }
+td.wrap { word-break: break-all; max-width: 420px; }
 """
 
 SECTIONS = [("config", "Configuration"), ("data", "Data card"), ("training", "Training curves"),
@@ -80,6 +81,8 @@ def _fmt(v: Any, digits: int = 3) -> str:
         return "–"
     if isinstance(v, bool):
         return "yes" if v else "no"
+    if isinstance(v, float) and v.is_integer() and abs(v) < 1e15:
+        return str(int(v))
     if isinstance(v, float):
         return f"{v:.{digits}g}" if abs(v) < 1e-3 and v != 0 else f"{v:.{digits}f}"
     return str(v)
@@ -88,7 +91,7 @@ def _fmt(v: Any, digits: int = 3) -> str:
 def _value(v: Any, depth: int = 0) -> str:
     """A JSON value as HTML: dicts as nested key/value tables (two levels), lists inline, scalars escaped."""
     if isinstance(v, dict):
-        if depth >= 2 or not v:
+        if depth >= 3 or not v:
             return f"<code>{_e(json.dumps(v, ensure_ascii=False))}</code>"
         rows = "".join(f"<tr><th>{_e(k)}</th><td>{_value(x, depth + 1)}</td></tr>" for k, x in v.items())
         return f"<table>{rows}</table>"
@@ -238,6 +241,7 @@ def _eval_section(run_dir: Path, cfg: dict) -> tuple[str, dict]:
 
 
 _LATENT_COLS = [("effective_clusters", "effective clusters"), ("exp_entropy", "exp(H)"), ("weight_entropy", "H"),
+                ("exp_effective_entropy", "exp(H) effective"),
                 ("nmi", "NMI"), ("ari", "ARI"), ("silhouette_labels", "silhouette (labels)"),
                 ("silhouette_clusters", "silhouette (clusters)"), ("n", "n")]
 
@@ -301,7 +305,7 @@ def _forgetting_section(metrics: dict | None, summaries: dict, cfg: dict) -> str
         out += _not_run("OOD accuracy comparison", "no evaluation summaries")
     cka = ((metrics or {}).get("forgetting") or {}).get("cka") or {}
     if cka.get("values"):
-        rows = "".join(f"<tr><th>{_e(t)}</th><td class='num'>{_fmt(v, 4)}</td></tr>" for t, v in cka["values"].items())
+        rows = "".join(f"<tr><th>{_e(t)}</th><td class='num'>{float(v):.4f}</td></tr>" for t, v in cka["values"].items())
         out += (f"<h3>Linear CKA vs {_e(cka.get('base'))}</h3><p class='note'>Last-layer mean-pooled states on "
                 f"identical teacher-forced inputs ({_e(cka.get('inputs'))}). 1 = representation structure "
                 f"preserved.</p><table><tr><th>model</th><th>CKA</th></tr>{rows}</table>")
@@ -313,17 +317,23 @@ def _forgetting_section(metrics: dict | None, summaries: dict, cfg: dict) -> str
 def _provenance_section(summaries: dict, metrics: dict | None) -> str:
     out = ""
     if summaries:
-        provs = {}
-        for tag, benches in summaries.items():
-            for bench, s in benches.items():
-                provs[f"{tag} / {bench}"] = s.get("provenance") or {}
+        # one column per model; a key whose value differs between that model's benchmarks lists each
+        cols: dict[str, dict[str, str]] = {}
         keys: list[str] = []
-        for p in provs.values():
-            keys += [k for k in p if k not in keys]
-        head = "<tr><th>evaluation</th>" + "".join(f"<th>{_e(k)}</th>" for k in keys) + "</tr>"
-        rows = "".join(f"<tr><th>{_e(n)}</th>" + "".join(f"<td>{_e(_fmt(p.get(k)))}</td>" for k in keys) + "</tr>"
-                       for n, p in provs.items())
-        out += f"<h3>Evaluation</h3><div style='overflow-x:auto'><table>{head}{rows}</table></div>"
+        for tag, benches in summaries.items():
+            vals: dict[str, list[str]] = {}
+            for s in benches.values():
+                for k, v in (s.get("provenance") or {}).items():
+                    if k not in keys:
+                        keys.append(k)
+                    f = _fmt(v)
+                    if f not in vals.setdefault(k, []):
+                        vals[k].append(f)
+            cols[tag] = {k: " / ".join(v) for k, v in vals.items()}
+        head = "<tr><th>key</th>" + "".join(f"<th>{_e(t)}</th>" for t in cols) + "</tr>"
+        rows = "".join(f"<tr><th>{_e(k)}</th>" + "".join(f"<td class='wrap'>{_e(c.get(k, '–'))}</td>"
+                                                        for c in cols.values()) + "</tr>" for k in keys)
+        out += f"<h3>Evaluation</h3><table>{head}{rows}</table>"
     if metrics is not None:
         prov = dict(metrics.get("provenance") or {})
         prov.pop("analysis_config", None)

@@ -1,0 +1,50 @@
+"""Training-dynamics parsing, summary and figures from dynamics.jsonl."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from cotdistill.analysis.dynamics import load_dynamics, plot_dynamics, split_signals, summarize_dynamics
+from cotdistill.utils.io import append_jsonl
+
+
+def _recs():
+    return [
+        {"step": 1, "epoch": 0.1, "loss": 2.0, "lr": 1e-4, "signals": {"ce": 1.5, "alpha": {"a": 0.7, "b": 0.3}}},
+        {"step": 2, "epoch": 0.2, "loss": 1.0, "lr": 1e-4, "signals": {"ce": 0.5, "alpha": {"a": 0.4, "b": 0.4, "c": 0.2}}},
+        {"step": 3, "epoch": 0.3, "loss": 0.5, "lr": 1e-4, "signals": {"ce": 0.25, "flag": True, "alpha": {"b": 1.0}}},
+    ]
+
+
+def test_split_signals_shapes_and_missing_labels():
+    scalars, per = split_signals(_recs())
+    assert set(scalars) == {"loss", "lr", "ce"}  # booleans are not plotted as numbers
+    assert np.array_equal(scalars["ce"][0], [1, 2, 3]) and np.allclose(scalars["ce"][1], [1.5, 0.5, 0.25])
+    a = per["alpha"]
+    assert a["labels"] == ["a", "b", "c"] and np.array_equal(a["steps"], [1, 2, 3])
+    assert a["values"].shape == (3, 3)
+    assert math.isnan(a["values"][2, 0]) and math.isnan(a["values"][0, 2]) and a["values"][1, 2] == 1.0
+
+
+def test_summary_and_resume_duplicates(tmp_path):
+    p = tmp_path / "dynamics.jsonl"
+    recs = _recs()
+    append_jsonl(p, recs)
+    append_jsonl(p, [dict(recs[2], loss=0.4)])  # a resumed run re-logs step 3: the last line wins
+    loaded = load_dynamics(p)
+    assert [r["step"] for r in loaded] == [1, 2, 3] and loaded[-1]["loss"] == 0.4
+    s = summarize_dynamics(loaded)
+    assert s["n_steps"] == 3
+    assert s["scalars"]["loss"] == {"first": 2.0, "last": 0.4, "min": 0.4}
+    assert s["per_label"]["alpha"] == {"a": None, "b": pytest.approx(1.0), "c": None}  # last 10% = last step
+
+
+def test_plots_written(tmp_path):
+    figs = plot_dynamics(_recs(), tmp_path / "out")
+    assert set(figs) == {"dynamics_scalars", "dynamics_alpha"}
+    for path in figs.values():
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+    assert plot_dynamics([], tmp_path / "empty") == {}
