@@ -198,6 +198,7 @@ def test_best_single_keeps_only_that_teacher(tiny_model_dir):
     with torch.no_grad():
         _, sig = method.compute_loss(model, collator(rows[:1]))
     assert sig["alpha"] == {"formal": 0.0, "plan": 1.0, "noise": 0.0}
+    assert sig["loss_mcc"] == 0.0  # the other teachers' paths are not consistency partners either
     with pytest.raises(CotdistillError, match="best_teacher"):
         CompactMethod(Config(method="compact", compact={"weighting": "best_single", "best_teacher": "gpt9"})).set_label_vocab(LABELS)
 

@@ -437,7 +437,7 @@ class CompactMethod(Method):
         sft_terms, mcc_terms, losses = [], [], []
         for _, idx in groups:
             a = alpha_all[idx]
-            av = ans_valid[idx]
+            av = ans_valid[idx] & (a > 0)  # zero-weight paths (best_single) are nobody's partner
             pair = av[:, None] & av[None, :] & ~torch.eye(idx.numel(), dtype=torch.bool)
             n_part = pair.sum(1).clamp_min(1).float()
             w = a / n_part
@@ -489,7 +489,7 @@ class CompactMethod(Method):
     ) -> torch.Tensor:
         """The consistency term of one question (before λ); differentiable w.r.t. both sides of each pair.
 
-        ``answer_span``: Σ_k α_k · mean_{j≠k, both spans intact} symKL(P_k, P_j).
+        ``answer_span``: Σ_k α_k · mean_{j≠k, both spans intact, α_j > 0} symKL(P_k, P_j).
         ``position_aligned``: Σ_{i<j, α_iα_j ≥ min} α_iα_j · masked mean_t symKL(p_it, p_jt).
         """
         cc = self.cc
@@ -498,7 +498,7 @@ class CompactMethod(Method):
         if k < 2:
             return zero
         if cc.mcc_mode == "answer_span":
-            av = ans_valid[idx]
+            av = ans_valid[idx] & (alpha > 0)  # zero-weight paths (best_single) are nobody's partner
             if int(av.sum()) < 2:
                 return zero
             logp, span = answer_log_probs(logits[idx], batch["answer_mask"][idx].to(torch.bool))
