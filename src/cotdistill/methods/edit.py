@@ -114,14 +114,44 @@ def krsl_loss(
     return loss_c + loss_r, logs
 
 
+def pair_dual_cots(paths: list[dict], rejected: list[dict]) -> list[tuple[dict, dict]]:
+    """Pair every wrong path with the most similar correct one (same teacher preferred).
+
+    Similarity is rapidfuzz's normalised Indel similarity of the rationale texts, so pairs share most steps.
+
+    Returns:
+        [(chosen, rejected)] in the order of ``rejected`` (empty when there is no correct path).
+    """
+    from rapidfuzz.distance import Indel
+
+    pairs = []
+    for r in rejected:
+        same = [p for p in paths if p.get("teacher") == r.get("teacher")] or paths
+        if not same:
+            continue
+        best = max(same, key=lambda p: Indel.normalized_similarity(p["text"], r["text"]))
+        pairs.append((best, r))
+    return pairs
+
+
 class EditMethod(Method):
     """EDIT's KRSL step on dual-CoT batches.
 
-    Batch keys (from :class:`cotdistill.train.collate.DualCotCollator`): ``chosen_input_ids``,
-    ``chosen_attention_mask``, ``chosen_labels``, ``chosen_key`` and the same with ``rejected_``; all [B, T].
+    Rows need ``rejected_paths`` (wrong rationales kept by curation, ``curate.keep_rejected``). Batch keys
+    (from :class:`cotdistill.train.dual.DualCotCollator`): ``chosen_input_ids``, ``chosen_attention_mask``,
+    ``chosen_labels``, ``chosen_key`` and the same with ``rejected_``; all [P, T].
     """
 
     name = "edit"
+
+    def select_paths(self, row: dict) -> list[dict]:
+        """Chosen paths aligned one-to-one with ``row["rejected_paths"]`` (empty: the question is dropped)."""
+        rejected = row.get("rejected_paths") or []
+        pairs = pair_dual_cots(row["paths"], rejected)
+        return [c for c, _ in pairs] if len(pairs) == len(rejected) else []
+
+    # the trainer wraps its PathCollator in train.dual.DualCotCollator for this kind
+    collator_kind = "dual_cot"
 
     def compute_loss(self, model, batch):
         cfg = self.config.edit
