@@ -140,6 +140,9 @@ class CurateConfig(Section):
     max_paths_per_question: int | None = Field(None, ge=1, description="Cap on paths per question.")
     teachers: list[str] | None = Field(None, description="Only these teachers' records (default: all).")
     perspectives: list[str] | None = Field(None, description="Only these perspectives (default: all).")
+    keep_rejected: bool = Field(
+        False, description="Also keep wrong-answer rationales per question as `rejected_paths` (EDIT's dual CoTs)."
+    )
     eval_guard: list[str] = Field(
         default_factory=lambda: ["gsm8k", "svamp", "math500"],
         description="Benchmarks whose test questions may never enter training (normalised text).",
@@ -363,6 +366,15 @@ class AnalysisConfig(Section):
     ood_benchmarks: list[str] = Field(default_factory=lambda: ["csqa", "strategyqa"])
 
 
+class CompareConfig(Section):
+    """`cotdistill compare`: methods × seeds trained on the same curated data, scored by the same evaluator."""
+
+    methods: list[Literal["std_cot", "sbs", "mcc_kd", "mind", "compact", "mode", "edit"]] = Field(
+        default_factory=lambda: ["std_cot", "sbs", "mcc_kd", "mind", "compact"], description="Methods to compare."
+    )
+    seeds: list[int] = Field(default_factory=lambda: [0], description="Training seeds per method (train.seed).")
+
+
 class ReportConfig(Section):
     enabled: bool = True
     title: str | None = None
@@ -391,6 +403,7 @@ class Config(Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+    compare: CompareConfig = Field(default_factory=CompareConfig)
 
     @model_validator(mode="after")
     def _check(self) -> Config:

@@ -47,11 +47,16 @@ def student_tag(cfg: Config) -> str:
     return cfg.method
 
 
-def build_plan(cfg: Config, run_dir: Path) -> list[Stage]:
-    """The ordered stages for this config (stages with nothing to do are left out)."""
+def build_plan(cfg: Config, run_dir: Path, shared_dir: Path | None = None) -> list[Stage]:
+    """The ordered stages for this config (stages with nothing to do are left out).
+
+    ``shared_dir`` (default ``run_dir``) holds the stages a comparison shares between methods:
+    rationales, the curated dataset and the base model's evaluation.
+    """
     stages: list[Stage] = []
-    store_dir = run_dir / "rationales"
-    dataset_dir = run_dir / "dataset"
+    shared = shared_dir or run_dir
+    store_dir = shared / "rationales"
+    dataset_dir = shared / "dataset"
     eval_cfg = cfg.eval
 
     def _rationales() -> None:
@@ -97,7 +102,7 @@ def build_plan(cfg: Config, run_dir: Path) -> list[Stage]:
                 else:
                     model = str(adapter_dir)  # full fine-tune: the folder is the model
             run_eval(
-                model, eval_cfg.benchmarks, run_dir / "eval" / tag,
+                model, eval_cfg.benchmarks, (shared if tag == "base" else run_dir) / "eval" / tag,
                 limit=eval_cfg.limit, batch_size=eval_cfg.batch_size, max_new_tokens=eval_cfg.max_new_tokens,
                 backend=eval_cfg.backend, adapter=adapter, base_url=eval_cfg.base_url,
                 api_key_env=eval_cfg.api_key_env, seed=cfg.run.seed,
@@ -107,16 +112,16 @@ def build_plan(cfg: Config, run_dir: Path) -> list[Stage]:
 
     n_eval = f"{len(eval_cfg.benchmarks)} benchmark(s) x {eval_cfg.limit or 'all'} questions"
     stages.append(
-        Stage("eval_base", run_dir / "eval" / "base", _section(cfg, "eval") | {"model": cfg.train.model}, [],
+        Stage("eval_base", shared / "eval" / "base", _section(cfg, "eval") | {"model": cfg.train.model}, [],
               _eval("base", None), n_eval, resumable=True)
     )
 
     student_dir = run_dir / "student"
 
     def _train() -> None:
-        from cotdistill.train.run import train
+        from cotdistill.train.run import train_method
 
-        train(cfg, dataset_dir, run_dir)
+        train_method(cfg, dataset_dir, run_dir)
 
     train_inputs = _section(cfg, "train", "method", cfg.method, "run")
     stages.append(
@@ -174,11 +179,24 @@ def _status(st: Stage, state: dict[str, Any]) -> str:
     return "done" if rec.get("complete") else "partial"
 
 
-def run_pipeline(cfg: Config, *, dry_run: bool = False, echo: Callable[[str], None] = print) -> list[tuple[str, str]]:
-    """Run (or, with ``dry_run``, only plan) every stage. Returns ``[(stage, status before running)]``."""
+def run_pipeline(
+    cfg: Config,
+    *,
+    dry_run: bool = False,
+    echo: Callable[[str], None] = print,
+    only: set[str] | None = None,
+    shared_dir: Path | None = None,
+) -> list[tuple[str, str]]:
+    """Run (or, with ``dry_run``, only plan) the stages. Returns ``[(stage, status before running)]``.
+
+    ``only`` restricts the stages run (fingerprints still chain through the whole plan); ``shared_dir``
+    places the shared stages elsewhere (see :func:`build_plan`).
+    """
     run_dir = cfg.run_dir()
-    stages = build_plan(cfg, run_dir)
+    stages = build_plan(cfg, run_dir, shared_dir)
     _fingerprints(stages)
+    if only is not None:
+        stages = [st for st in stages if st.name in only]
     state = _load_state(run_dir)
     plan = [(st.name, _status(st, state)) for st in stages]
     if dry_run:

@@ -381,3 +381,18 @@ def test_cli_curate_error_exit_code(tmp_path, monkeypatch, capsys):
         cli.main()
     assert e.value.code == 2
     assert "no rationale store" in capsys.readouterr().err
+
+
+def test_keep_rejected_keeps_wrong_paths_with_their_answer(tmp_path):
+    records = [
+        rec("q1", raw="3 + 4 = 7.\nThe answer is: 7"),
+        rec("q1", teacher="t2", raw="3 + 4 = 8.\nThe answer is: 8"),
+        rec("q2", raw="2 + 2 = 5.\nThe answer is: 5", gold="4"),
+    ]
+    ds, _ = build(tmp_path, records, keep_rejected=True)
+    rows = {r["question_id"]: r for r in ds["train"]}
+    assert list(rows) == ["q1"]  # q2 has no correct path
+    (wrong,) = rows["q1"]["rejected_paths"]
+    assert wrong["answer"] == "8" and wrong["teacher"] == "t2" and "The answer is" not in wrong["text"]
+    ds2, _ = build(tmp_path, records, out="plain")
+    assert "rejected_paths" not in ds2["train"].column_names

@@ -152,6 +152,7 @@ def curate_store(config: Config, store_dir: str | os.PathLike, out_dir: str | os
     n_read = 0
     questions: dict[str, dict] = {}  # qid -> first record (question metadata)
     paths_by_q: dict[str, list[dict]] = defaultdict(list)
+    rejected_by_q: dict[str, list[dict]] = defaultdict(list)  # wrong paths, kept only with curate.keep_rejected
     for rec in tqdm(records, desc="curate: scoring", unit="rec", mininterval=2.0, total=store_stats.get("ok")):
         n_read += 1
         _check_record(rec, where)
@@ -174,6 +175,11 @@ def curate_store(config: Config, store_dir: str | os.PathLike, out_dir: str | os
         st["correct"] += int(ok)
         if cur.filter.judge == "rule" and not ok:
             path_drops["incorrect"] += 1
+            if cur.keep_rejected and pred is not None:
+                wrong = clean_rationale(rec.get("raw_response") or "")
+                if wrong:
+                    rejected_by_q[qid].append({"teacher": teacher, "perspective": persp, "text": wrong,
+                                               "answer": str(pred), "record_key": str(rec["key"])})
             continue
         text = clean_rationale(rec.get("raw_response") or "")
         if not text:
@@ -206,6 +212,7 @@ def curate_store(config: Config, store_dir: str | os.PathLike, out_dir: str | os
         tq = questions[target]
         if tq["kind"] == q["kind"] and is_correct(str(q["gold"]), str(tq["gold"]), tq["kind"]):
             paths_by_q[target].extend(paths_by_q.pop(qid, []))
+            rejected_by_q[target].extend(rejected_by_q.pop(qid, []))
             del questions[qid]
             merged_ids += 1
         else:
@@ -272,8 +279,15 @@ def curate_store(config: Config, store_dir: str | os.PathLike, out_dir: str | os
     rows = []
     for qid in qids:
         q = questions[qid]
+        extra = {}
+        if cur.keep_rejected:
+            wrong = sorted(rejected_by_q.get(qid, []), key=lambda p: (p["teacher"], p["perspective"], p["record_key"]))
+            extra["rejected_paths"] = [
+                {**p, "label": _label(scheme, p["teacher"], p["perspective"])}
+                for p in wrong[: cur.max_paths_per_question or len(wrong)]
+            ]
         rows.append(
-            {
+            extra | {
                 "question_id": qid,
                 "question": q["question"],
                 "gold": str(q["gold"]),
@@ -393,12 +407,14 @@ def curate_store(config: Config, store_dir: str | os.PathLike, out_dir: str | os
 # --------------------------------------------------------------------------- saving / loading
 
 
-def _features():
+def _features(with_rejected: bool = False):
     from datasets import Features, Value
 
     s = Value("string")
+    rejected = {"rejected_paths": [{"teacher": s, "perspective": s, "text": s, "answer": s, "record_key": s,
+                                    "label": s}]}
     return Features(
-        {
+        (rejected if with_rejected else {}) | {
             "question_id": s,
             "question": s,
             "gold": s,
@@ -428,7 +444,7 @@ def _save(splits: dict[str, list[dict]], card: dict, out_dir: Path) -> Path:
         raise CotdistillError(
             f"{out_dir}: a different dataset (or other files) already exists there; choose another --out or remove it"
         )
-    features = _features()
+    features = _features(any("rejected_paths" in r for rows in splits.values() for r in rows))
     dd = DatasetDict({s: Dataset.from_list(rows, features=features) for s, rows in splits.items()})
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
