@@ -206,3 +206,35 @@ def test_instantaneous_weights_follow_current_losses(tiny):
     got = torch.tensor([sig["alpha"][vocab[int(s)]] for s in batch["path_slot"]])
     assert torch.allclose(got, expect, atol=1e-5)
     assert sig["scores"]["planning"] == pytest.approx(-float(ce[1]), rel=1e-5)
+
+
+def test_dev_loss_equals_uniform_training_loss(tiny):
+    model, tok = tiny
+    vocab = ["intuitive", "planning", "socratic"]
+    batch = _batch(tok, ROWS, vocab, [0, 1])
+    cfg = _config(weighting="uniform", lambda_cons=0.3)
+    method = MindMethod(cfg)
+    method.label_vocab = vocab
+    train_loss, _, _ = _run_step(method, model, batch)
+    with torch.no_grad():
+        dev_loss, logs = _prepared(MindMethod(_config(lambda_cons=0.3)), ROWS, vocab, tok).compute_loss(model, batch)
+    assert math.isclose(float(dev_loss), float(train_loss), rel_tol=1e-5)
+    assert set(logs) == {"L_sft", "L_cons"}
+
+
+def test_loss_ema_targets_move_from_l0(tiny):
+    model, tok = tiny
+    vocab = ["intuitive", "planning", "socratic"]
+    cfg = _config(**{"metanet.dropout": 0.0, "loss_ema": True, "loss_ema_decay": 0.8})
+    method = MindMethod(cfg)
+    method.label_vocab = vocab
+    _prepared(method, ROWS, vocab, tok)
+    method.l0 = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, float("nan")]])
+    method.ema = None
+    method._enter_joint()  # builds the EMA table from L0
+    batch = _batch(tok, ROWS, vocab, [1])
+    _, sig, _ = _run_step(method, model, batch)
+    # row 1 holds planning (col 0) and intuitive (col 1)
+    expect = torch.tensor([0.8 * 4.0 + 0.2 * sig["ce"]["planning"], 0.8 * 5.0 + 0.2 * sig["ce"]["intuitive"]])
+    assert torch.allclose(method.ema.table[1, :2], expect, atol=1e-5)
+    assert torch.equal(method.ema.table[0], torch.tensor([1.0, 2.0, 3.0]))

@@ -245,7 +245,7 @@ class MindMethod(Method):
         slots = batch["path_slot"].long().cpu()
         cols = torch.full(pos.shape, -1, dtype=torch.long)
         for q, row in enumerate(rows):
-            row_slots = self.row_slots[row] if row < len(self.row_slots) else []
+            row_slots = self.row_slots[row] if 0 <= row < len(self.row_slots) else []  # -1: unknown row
             used = [False] * len(row_slots)
             for k in range(pos.size(1)):
                 if not valid[q, k]:
