@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -194,7 +195,7 @@ class PathEncoder:
                 pass
         emb = self.encode(pairs, progress=progress)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{id(emb)}")
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
         torch.save(emb, tmp)
         tmp.replace(path)  # atomic on POSIX
         return emb

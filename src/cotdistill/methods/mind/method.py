@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -168,9 +169,9 @@ class MindMethod(Method):
                 return
         self.l0 = self.initial_losses(dataset, model)
         self.warmup()
-        if cache is not None:
+        if cache is not None and int(os.environ.get("RANK", "0")) == 0:  # every rank warms up alike; one writes
             cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(".tmp")
+            tmp = cache.with_suffix(f".tmp{os.getpid()}")
             torch.save({"key": self._prepare_key(dataset), "l0": self.l0, "metanet": self.metanet.state_dict(),
                         "meta_opt": self.meta_opt.state_dict(), "warmup_log": self.warmup_log}, tmp)
             tmp.replace(cache)
@@ -497,6 +498,7 @@ class MindMethod(Method):
             l_meta = float(lm.detach().mean())
             self.meta_pending += n_q
             if self.meta_pending >= mc.meta_joint_accum:
+                self._sync_meta_grads()
                 self.meta_opt.step()
                 self.meta_opt.zero_grad(set_to_none=True)
                 self.meta_pending = 0
@@ -519,6 +521,17 @@ class MindMethod(Method):
         if mc.select_on == "score" and mc.weighting != "uniform":
             signals["selection_fallback"] = float(fallback.float().mean())
         return torch.tensor(total), signals
+
+    def _sync_meta_grads(self) -> None:
+        """Average MetaNet's gradients over data-parallel ranks so every rank keeps the same MetaNet."""
+        dist = torch.distributed
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+            return
+        for p in self.metanet.parameters():
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+            p.grad /= dist.get_world_size()
 
     def _per_label(self, values: torch.Tensor, pos, valid, slot_of) -> dict[str, float]:
         """Mean of a [Q, K] quantity per path label over the micro-step's valid paths."""
