@@ -131,11 +131,14 @@ def train_cmd(
     Works under `accelerate launch -m cotdistill train ...` (configs/accelerate/*.yaml).
     """
     from cotdistill.config import load_config
-    from cotdistill.train.run import train
+    from cotdistill.train.run import train, train_method
 
     cfg = load_config(config)
     rd = run_dir or cfg.run_dir()
-    out = train(cfg, dataset or rd / "dataset", rd, resume=not no_resume)
+    if no_resume or cfg.method not in ("mode", "edit"):
+        out = train(cfg, dataset or rd / "dataset", rd, resume=not no_resume)
+    else:  # multi-run methods (experts, Std-CoT init) resume stage by stage
+        out = train_method(cfg, dataset or rd / "dataset", rd)
     typer.echo(f"student: {out}")
 
 

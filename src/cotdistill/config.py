@@ -174,6 +174,7 @@ class LoraConfig(Section):
 class TrainConfig(Section):
     model: str = Field("smollm2-135m-instruct", description="Student: HF id, local folder, .gguf or alias.")
     finetune: Literal["lora", "full"] = Field("lora", description="LoRA adapter or full fine-tuning.")
+    init_adapter: str | None = Field(None, description="Continue training this LoRA adapter folder (EDIT after Std-CoT).")
     lora: LoraConfig = Field(default_factory=LoraConfig)
     optimizer: Literal["adamw"] = "adamw"
     lr: float = Field(1e-5, gt=0, description="Learning rate (§5.1; try 1e-4 for LoRA if training barely moves).")

@@ -40,14 +40,16 @@ def _cpu_only() -> bool:
     return not torch.cuda.is_available()
 
 
-def load_student(spec: str, *, attn_implementation: str | None = None, dtype: str = "float32"):
-    """Model, tokenizer and provenance for training (the model-loading module of EVAL)."""
+def load_student(spec: str, *, attn_implementation: str | None = None, dtype: str = "float32",
+                 adapter: str | None = None):
+    """Model, tokenizer and provenance for training; ``adapter`` continues training an existing LoRA adapter."""
     from cotdistill.train.models import load_model_and_tokenizer
 
-    return load_model_and_tokenizer(spec, dtype=dtype, for_training=True, attn_implementation=attn_implementation)
+    return load_model_and_tokenizer(spec, dtype=dtype, for_training=True, attn_implementation=attn_implementation,
+                                    adapter=adapter)
 
 
-def prepare_dataset(dataset, method, *, questions_per_step: int):
+def prepare_dataset(dataset, method):
     """Apply the method's path selection, drop questions left without paths, add ``_row`` and ``length`` columns.
 
     ``length`` (characters of question + longest path) feeds the Trainer's length-grouped sampler.
@@ -113,14 +115,15 @@ def train(
     method = get_method(config.method, config)
 
     dd = load_path_dataset(dataset_dir)
-    train_ds = prepare_dataset(dd["train"], method, questions_per_step=tc.questions_per_step)
+    train_ds = prepare_dataset(dd["train"], method)
     if len(train_ds) == 0:
         raise CotdistillError(f"{dataset_dir}: train: no question has a path for method {config.method}")
-    dev_ds = prepare_dataset(dd["dev"], method, questions_per_step=1) if "dev" in dd and len(dd["dev"]) else None
+    dev_ds = prepare_dataset(dd["dev"], method) if "dev" in dd and len(dd["dev"]) else None
     label_vocab = build_label_vocab(list(dd["train"]) + (list(dd["dev"]) if "dev" in dd else []))
 
-    model, tok, model_prov = load_student(tc.model, attn_implementation=tc.attn_implementation)
-    if tc.finetune == "lora":
+    model, tok, model_prov = load_student(tc.model, attn_implementation=tc.attn_implementation,
+                                          adapter=tc.init_adapter)
+    if tc.finetune == "lora" and tc.init_adapter is None:
         from peft import LoraConfig, get_peft_model
 
         model = get_peft_model(
@@ -138,8 +141,11 @@ def train(
         answer_span_scope=config.data.answer_span_scope,
         **(method.collator_kwargs() if hasattr(method, "collator_kwargs") else {}),
     )
+    if getattr(method, "collator_kind", "paths") == "dual_cot":  # EDIT: chosen/rejected pairs
+        from cotdistill.train.dual import DualCotCollator
+
+        collator = DualCotCollator(collator)
     method.collator, method.run_dir = collator, run_dir  # MIND batches L0 with it and caches its warm-up
-    method.prepare(train_ds, tok, model)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     if _is_main_process() and not (run_dir / "config.yaml").exists():
@@ -191,6 +197,10 @@ def train(
         dynamics_path=run_dir / "dynamics.jsonl",
         callbacks=callbacks,
     )
+    # after the Trainer placed the model on its device; methods skip work their restored state already has
+    method.prepare(train_ds, tok, trainer.model)
+    for module in method.trainable_modules():
+        module.to(args.device)
     ckpt = last_complete_checkpoint(run_dir / "checkpoints") if resume else None
     if ckpt is not None:
         step = json.loads((Path(ckpt) / "trainer_state.json").read_text())["global_step"]
@@ -207,6 +217,34 @@ def train(
         _save_student(trainer, tok, config, run_dir, dataset_dir, model_prov, result, elapsed, bf16)
     trainer.accelerator.wait_for_everyone()
     return student_dir
+
+
+def train_method(config: Config, dataset_dir: str | os.PathLike, run_dir: str | os.PathLike) -> Path:
+    """Train ``config.method``, including the methods made of several training runs.
+
+    - ``mode``: one Std-CoT expert per unit, then LoraHub composition (:mod:`cotdistill.train.mode`).
+    - ``edit`` with ``edit.init_from = std_cot``: a Std-CoT run in ``run_dir/edit_init`` first, then KRSL
+      continues training its adapter (full fine-tuning: its weights).
+    - everything else: :func:`train`.
+    """
+    run_dir = Path(run_dir)
+    if config.method == "mode":
+        from cotdistill.train.mode import train_mode
+
+        return train_mode(config, dataset_dir, run_dir)
+    if config.method == "edit" and config.edit.init_from == "std_cot":
+        init_cfg = config.model_copy(deep=True)
+        init_cfg.method = "std_cot"
+        init_cfg.std_cot = init_cfg.std_cot.model_copy(update={"train": dict(config.edit.train)})
+        init_dir = train(init_cfg, dataset_dir, run_dir / "edit_init")
+        cfg = config.model_copy(deep=True)
+        tc = config.effective_train("edit")
+        if tc.finetune == "lora":
+            cfg.edit = cfg.edit.model_copy(update={"train": dict(config.edit.train) | {"init_adapter": str(init_dir)}})
+        else:
+            cfg.edit = cfg.edit.model_copy(update={"train": dict(config.edit.train) | {"model": str(init_dir)}})
+        return train(cfg, dataset_dir, run_dir)
+    return train(config, dataset_dir, run_dir)
 
 
 def _save_student(trainer, tok, config: Config, run_dir: Path, dataset_dir, model_prov: dict, result,

@@ -1,0 +1,86 @@
+"""MoDE and EDIT end to end on the tiny model: experts + LoraHub composition; Std-CoT init + KRSL."""
+
+import json
+
+import pytest
+
+from cotdistill.config import Config
+
+
+def _dataset(tmp_path, with_rejected: bool):
+    from datasets import Dataset, DatasetDict
+
+    rows = []
+    for i in range(6):
+        a, b = i + 2, i + 3
+        rows.append({
+            "question_id": f"q{i}", "question": f"Jack had {a} apples and got {b} more. How many apples?",
+            "gold": str(a + b), "kind": "number", "source": "test", "choices": None, "difficulty": None,
+            "paths": [
+                {"teacher": "t", "perspective": "plan", "label": "plan", "text": f"Plan: add. {a} + {b} = {a + b}.",
+                 "record_key": f"k{i}p"},
+                {"teacher": "t", "perspective": "socratic", "label": "socratic",
+                 "text": f"What is {a} + {b}? It is {a + b}.", "record_key": f"k{i}s"},
+            ],
+            **({"rejected_paths": [{"teacher": "t", "perspective": "plan", "label": "plan",
+                                    "text": f"Plan: add. {a} + {b} = {a + b + 1}.", "answer": str(a + b + 1),
+                                    "record_key": f"k{i}r"}]} if with_rejected else {}),
+        })
+    d = tmp_path / "dataset"
+    DatasetDict({"train": Dataset.from_list(rows)}).save_to_disk(str(d))
+    return d
+
+
+def _config(tiny_model_dir, method, **extra):
+    return Config.model_validate({
+        "method": method,
+        "train": {"model": str(tiny_model_dir), "lr": 1e-3, "max_steps": 2, "grad_accum": 1, "max_seq_len": 96,
+                  "gradient_checkpointing": False, "save_steps": 10, "report_to": [], "lora": {"r": 4, "alpha": 8}},
+        "curate": {"eval_guard": []},
+        **extra,
+    })
+
+
+def test_mode_trains_experts_and_composes(tmp_path, tiny_model_dir):
+    from cotdistill.train.run import train_method
+
+    ds = _dataset(tmp_path, False)
+    cfg = _config(tiny_model_dir, "mode", mode={"n_dev_examples": 2, "budget": 4})
+    out = train_method(cfg, ds, tmp_path / "run")
+    info = json.loads((out / "cotdistill_train.json").read_text())
+    assert set(info["weights"]) == {"plan", "socratic"}
+    assert (out / "adapter_model.safetensors").exists() and (out / "adapter_config.json").exists()
+    for unit in ("plan", "socratic"):
+        assert (tmp_path / "run" / "experts" / unit / "student" / "adapter_model.safetensors").exists()
+    lines = (tmp_path / "run" / "dynamics.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and "w" in json.loads(lines[0])["signals"]
+    # the composed adapter loads like any adapter
+    from cotdistill.train.models import load_model_and_tokenizer
+
+    load_model_and_tokenizer(str(tiny_model_dir), adapter=str(out))
+    # a second call is a no-op
+    assert train_method(cfg, ds, tmp_path / "run") == out
+
+
+def test_edit_runs_std_cot_init_then_krsl(tmp_path, tiny_model_dir):
+    from cotdistill.train.run import train_method
+
+    ds = _dataset(tmp_path, True)
+    cfg = _config(tiny_model_dir, "edit")
+    out = train_method(cfg, ds, tmp_path / "run")
+    init = tmp_path / "run" / "edit_init" / "student"
+    assert (init / "cotdistill_train.json").exists()
+    info = json.loads((out / "cotdistill_train.json").read_text())
+    assert info["method"] == "edit"
+    dyn = [json.loads(x) for x in (tmp_path / "run" / "dynamics.jsonl").read_text().splitlines()]
+    assert dyn and "loss_rejected" in dyn[-1]["signals"]
+
+
+def test_edit_without_rejected_paths_is_a_clear_error(tmp_path, tiny_model_dir):
+    from cotdistill.errors import CotdistillError
+    from cotdistill.train.run import train
+
+    ds = _dataset(tmp_path, False)
+    cfg = _config(tiny_model_dir, "edit", edit={"init_from": "none"})
+    with pytest.raises(CotdistillError, match="no question has a path"):
+        train(cfg, ds, tmp_path / "run2")
