@@ -160,7 +160,7 @@ def test_kill_and_resume_matches_uninterrupted(full_run, tiny_model_dir, tmp_pat
     run = tmp_path / "run"
     script = _KILL_SCRIPT.format(here=str(HERE), model=str(tiny_model_dir), root=str(tmp_path), ds=str(ds),
                                  run=str(run))
-    env = dict(os.environ, OMP_NUM_THREADS="2")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert not (run / "student").exists()

@@ -141,9 +141,10 @@ class PathCollator:
 
         Uses :func:`cotdistill.data.prompts.eval_user_prompt`, so training and evaluation prompts match.
         """
+        choices = tuple(row["choices"]) if row.get("choices") else None
         ex = Example(
             id=str(row.get("question_id", "")), benchmark=str(row.get("source", "")), question=row["question"],
-            answer=str(row["gold"]), kind=row.get("kind") or "number", choices=tuple(row["choices"]) if row.get("choices") else None,
+            answer=str(row["gold"]), kind=row.get("kind") or "number", choices=choices,
         )
         return prefix + eval_user_prompt(ex, self.instruction)
 

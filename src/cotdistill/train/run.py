@@ -198,7 +198,11 @@ def train(
         callbacks=callbacks,
     )
     # after the Trainer placed the model on its device; methods skip work their restored state already has
-    method.prepare(train_ds, tok, trainer.model)
+    import inspect
+
+    offered = {"collator": collator, "label_vocab": label_vocab, "run_dir": run_dir}
+    params = inspect.signature(method.prepare).parameters
+    method.prepare(train_ds, tok, trainer.model, **{k: v for k, v in offered.items() if k in params})
     for module in method.trainable_modules():
         module.to(args.device)
     ckpt = last_complete_checkpoint(run_dir / "checkpoints") if resume else None

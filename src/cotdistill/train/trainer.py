@@ -19,6 +19,7 @@ Methods may read ``method.progress`` (:class:`TrainProgress`), set before every 
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,8 @@ import torch
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from cotdistill.utils.io import append_jsonl, read_jsonl
+from cotdistill.errors import CotdistillError
+from cotdistill.utils.io import append_jsonl, atomic_write_text, read_jsonl
 
 METHOD_STATE_NAME = "cotdistill_method.pt"
 
@@ -92,9 +94,6 @@ def truncate_dynamics(path: str | os.PathLike, max_step: int) -> None:
     path = Path(path)
     if not path.exists():
         return
-    from cotdistill.utils.io import atomic_write_text
-    import json
-
     keep = [r for r in read_jsonl(path) if int(r.get("step", 0)) <= max_step]
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in keep))
 
@@ -145,10 +144,19 @@ class DistillTrainer(Trainer):
         )
         ga = self.current_gradient_accumulation_steps
         kwargs = {}
-        if self.accelerator.distributed_type == "DEEPSPEED":
+        deepspeed = self.accelerator.distributed_type == "DEEPSPEED"
+        if deepspeed:
             kwargs["scale_wrt_gas"] = False  # we scale by GA ourselves
+        calls = [0]
 
         def backward(loss: torch.Tensor) -> None:
+            calls[0] += 1
+            if deepspeed and calls[0] > 1:
+                # accelerate's DeepSpeed backward also steps the engine at the sync micro-step
+                raise CotdistillError(
+                    "config: train.paths_micro_batch: DeepSpeed allows one backward per micro-step; "
+                    "set it to at least the number of paths per question"
+                )
             self.accelerator.backward(loss / ga, **kwargs)
 
         with self.compute_loss_context_manager():
