@@ -74,10 +74,11 @@ def test_load_provenance_and_dtype(tiny_model_dir):
         M.resolve_dtype("float8")
 
 
-def test_auto_dtype_on_cpu():
-    if torch.cuda.is_available():
-        pytest.skip("CPU rule only")
-    assert M.resolve_dtype("auto") == getattr(torch, M.CPU_AUTO_DTYPE)
+def test_auto_dtype_rules():
+    assert M.resolve_dtype("auto", for_training=True) == torch.float32  # optimizer master weights
+    want = torch.bfloat16 if M.cpu_has_fast_bf16() else torch.float32
+    assert M.resolve_dtype("auto", "cpu") == want
+    assert M.resolve_dtype("bfloat16", for_training=True) == torch.bfloat16  # explicit wins
 
 
 def test_weights_sha_changes_with_weights(tmp_path):
