@@ -39,6 +39,7 @@ Bump :data:`EXTRACTOR_VERSION` whenever a rule changes: it is written into every
 from __future__ import annotations
 
 import atexit
+import os
 import re
 import threading
 from fractions import Fraction
@@ -380,7 +381,6 @@ class _VerifyWorker:
     """
 
     def __init__(self) -> None:
-        import os
         import queue
         import subprocess
         import sys
@@ -393,6 +393,7 @@ class _VerifyWorker:
             [sys.executable, "-u", "-c", "from cotdistill.data.answers import _worker_main; _worker_main()"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True,
         )
+        self.owner_pid = os.getpid()  # a forked child must not share this pipe
         self.replies: queue.Queue = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
         # The child imports math-verify/sympy before saying "ready"; that start-up is not charged to a request.
@@ -459,7 +460,7 @@ atexit.register(_shutdown_worker)
 def _verify_in_worker(gold: str, pred: str, timeout_s: float) -> bool:
     global _WORKER
     with _WORKER_LOCK:
-        if _WORKER is None or _WORKER.proc.poll() is not None:
+        if _WORKER is None or _WORKER.proc.poll() is not None or _WORKER.owner_pid != os.getpid():
             _WORKER = _VerifyWorker()
         verdict = _WORKER.ask(gold, pred, timeout_s)
         if verdict is None:  # timed out or crashed: kill it so a hung sympy call cannot linger
