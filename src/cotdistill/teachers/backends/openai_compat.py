@@ -131,6 +131,12 @@ class OpenAICompatBackend(TeacherBackend):
             )
         if resp.status_code in RETRYABLE_STATUS or resp.status_code >= 500:
             ra = _parse_retry_after(resp.headers.get("retry-after"))
+            ms = resp.headers.get("retry-after-ms")  # OpenAI's finer-grained header wins when present
+            if ms:
+                try:
+                    ra = max(0.0, float(ms) / 1000.0)
+                except ValueError:
+                    pass
             raise _Retryable(f"HTTP {resp.status_code}: {resp.text[:200]!r}", retry_after=ra)
         if resp.status_code >= 400:
             raise ValueError(f"HTTP {resp.status_code}: {resp.text[:300]!r}")  # not retryable
