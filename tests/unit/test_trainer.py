@@ -177,3 +177,34 @@ def test_kill_and_resume_matches_uninterrupted(full_run, tiny_model_dir, tmp_pat
     for a, b in zip(resumed, ref):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-5)
     assert json.loads((student / "cotdistill_train.json").read_text())["global_step"] == 4
+
+
+def test_eval_loss_and_length_grouped_batches(tiny_model_dir, tmp_path):
+    """Q=2 questions per micro-step come length-grouped; evaluate() reports the method's loss."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
+
+    from cotdistill.curate import load_path_dataset
+    from cotdistill.train.collate import PathCollator, build_label_vocab
+    from cotdistill.train.run import prepare_dataset
+    from cotdistill.train.trainer import DistillTrainer
+
+    dd = load_path_dataset(make_dataset(tmp_path / "ds", n=8))
+    cfg = tiny_config(tiny_model_dir, tmp_path)
+    method = StdCotMethod(cfg)
+    ds = prepare_dataset(dd["train"], method)
+    assert ds["_row"] == list(range(8)) and all(n > 0 for n in ds["length"])
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    col = PathCollator(tok, max_seq_len=96, student_instruction="", label_vocab=build_label_vocab(ds))
+    args = TrainingArguments(output_dir=str(tmp_path / "ck"), per_device_train_batch_size=2, per_device_eval_batch_size=2,
+                             gradient_accumulation_steps=2, train_sampling_strategy="group_by_length",
+                             remove_unused_columns=False, prediction_loss_only=True, report_to="none", use_cpu=True)
+    trainer = DistillTrainer(model=model, args=args, train_dataset=ds, eval_dataset=ds, data_collator=col,
+                             processing_class=tok, method=method)
+    batches = list(trainer.get_train_dataloader())
+    assert len(batches) == 4 and all(b["question_row"].numel() == 2 for b in batches)
+    assert sorted(r for b in batches for r in b["question_row"].tolist()) == list(range(8))
+    model.eval()
+    with torch.no_grad():
+        expected = sum(method.compute_loss(model, col([ds[i], ds[i + 1]]))[0].item() for i in (0, 2, 4, 6)) / 4
+    assert trainer.evaluate()["eval_loss"] == pytest.approx(expected, rel=1e-4)
