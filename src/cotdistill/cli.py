@@ -253,7 +253,7 @@ def serve_cmd(
 def main() -> None:
     """Console entry point: run the app, turning CotdistillError into one line and exit code 2."""
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)
     except CotdistillError as e:
         _echo_err(str(e))
         sys.exit(e.exit_code)
@@ -268,6 +268,11 @@ def main() -> None:
             e.show()
             sys.exit(e.exit_code)
         raise
+    # non-standalone typer returns (not raises) the code of `typer.Exit(n)` and of Ctrl-C (130)
+    if isinstance(rc, int) and rc:
+        if rc == 130:
+            _echo_err("interrupted")
+        sys.exit(rc)
 
 
 if __name__ == "__main__":

@@ -93,3 +93,31 @@ def test_sigkill_five_times(tmp_path):
 @pytest.mark.slow
 def test_sigkill_twenty_times(tmp_path):
     _check(tmp_path, n_questions=40, kills=20, seed=1)
+
+
+def test_ctrl_c_stops_cleanly_and_resumes(tmp_path):
+    import signal
+
+    q = write_questions(tmp_path / "q.jsonl", 12)
+    total = 12 * (len(PERSPECTIVES) + 1)
+    records = tmp_path / "k" / "rationales" / "records.jsonl"
+    with start_server(make_responder(delay_s=0.05)) as srv:
+        cfg = write_config(tmp_path / "k.yaml", questions=q, base_url=srv.url, run_dir=tmp_path / "k",
+                           perspectives=PERSPECTIVES, max_concurrency=2)
+        p = subprocess.Popen(_cmd(cfg, tmp_path / "k"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(),
+                             text=True)
+        deadline = time.monotonic() + 60
+        while p.poll() is None and _lines(records) < 5 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == 130, err[-2000:]
+        assert "interrupted" in err
+        summary = json.loads((tmp_path / "k" / "rationales" / "synthesis_summary.json").read_text())
+        assert summary["interrupted"] and 0 < summary["remaining"] < total
+        r = subprocess.run(_cmd(cfg, tmp_path / "k"), capture_output=True, text=True, env=_env())
+        assert r.returncode == 0, r.stderr[-2000:]
+    store = RationaleStore(tmp_path / "k" / "rationales")
+    assert len(store.done_keys()) == total and store.failed_keys() == set()
+    # requests cut short by Ctrl-C may be stored as errors ("cancelled"), never as duplicates of ok records
+    assert sum(1 for x in store.iter_raw() if x["status"] == "ok") == total
