@@ -79,3 +79,32 @@ def test_transformers_backend_run_resumes_and_scores(qfile, tmp_path, tiny_model
     s2 = synthesize(c, run, progress=False)
     assert (s2["already_done"], s2["sent"], s2["done"]) == (9, 0, 0)
     assert sum(1 for _ in store.iter_raw()) == 9
+
+
+def test_vllm_backend_absent_is_a_clear_error(qfile, tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm installed")
+    c = cfg(qfile, tmp_path, backend="vllm")
+    with pytest.raises(CotdistillError, match=r"teachers\[0\]: backend: vllm is not installed"):
+        synthesize(c, tmp_path / "run", progress=False)
+
+
+def test_retry_after_and_backoff():
+    import email.utils
+    import time
+
+    from cotdistill.teachers.backends.openai_compat import OpenAICompatBackend, _parse_retry_after
+
+    assert _parse_retry_after("2") == 2.0 and _parse_retry_after(None) is None and _parse_retry_after("soon") is None
+    later = email.utils.formatdate(time.time() + 30, usegmt=True)
+    assert 25 < _parse_retry_after(later) <= 30
+    b = OpenAICompatBackend("m", "http://127.0.0.1:9/v1", backoff_base_s=1.0, backoff_max_s=8.0)
+    try:
+        for attempt in range(6):
+            cap = min(8.0, 2.0**attempt)
+            assert all(cap / 2 <= b._delay(attempt, None) <= cap for _ in range(50))
+        assert 3.0 <= b._delay(0, 3.0) <= 3.1  # the server's Retry-After wins over backoff
+    finally:
+        b.close()
