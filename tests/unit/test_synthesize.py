@@ -108,3 +108,15 @@ def test_retry_after_and_backoff():
         assert 3.0 <= b._delay(0, 3.0) <= 3.1  # the server's Retry-After wins over backoff
     finally:
         b.close()
+
+
+def test_second_concurrent_run_is_refused(qfile, tmp_path):
+    import fcntl
+
+    c = cfg(qfile, tmp_path)
+    lock_dir = tmp_path / "run" / "rationales"
+    lock_dir.mkdir(parents=True)
+    with open(lock_dir / ".synthesize.lock", "a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        with pytest.raises(CotdistillError, match="another 'cotdistill synthesize'"):
+            synthesize(c, tmp_path / "run", progress=False)

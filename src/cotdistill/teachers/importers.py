@@ -32,6 +32,7 @@ import operator
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +160,7 @@ class _Builder:
         self.root = root
         self.seen: Counter = Counter()
         self.unmatched: Counter = Counter()
+        self.created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
 
     def record(self, ex: Any, *, source: str, teacher: str, perspective: str, text: str, file: Path, row: int,
                parsed: tuple[str | None, bool | None] | None = None, raw_original: str | None = None,
@@ -178,7 +180,7 @@ class _Builder:
             "teacher_model": teacher, "backend": f"import:{self.fmt}", "perspective": perspective,
             "sample_idx": sample_idx, "prompt": None, "prompt_version": f"import:{self.fmt}", "gen_params": {},
             "raw_response": text, "parsed_answer": pred, "correct": ok, "usage": {}, "status": "ok", "error": None,
-            "created_at": None, "extractor_version": EXTRACTOR_VERSION, "cotdistill_version": __version__,
+            "created_at": self.created_at, "extractor_version": EXTRACTOR_VERSION, "cotdistill_version": __version__,
             "import_source": {"format": self.fmt, "file": str(file.relative_to(self.root)), "row": row},
         }
         if raw_original is not None and raw_original != text:

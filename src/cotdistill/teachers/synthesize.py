@@ -163,6 +163,19 @@ def _progress(total: int, desc: str):
                 mininterval=0.5)
 
 
+def _exclusive_run_lock(store_dir: Path):
+    import fcntl
+
+    store_dir.mkdir(parents=True, exist_ok=True)
+    f = open(store_dir / ".synthesize.lock", "a")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise CotdistillError(f"{store_dir}: another 'cotdistill synthesize' is writing this store; wait for it") from None
+    return f
+
+
 def synthesize(config: Any, run_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
     """Run (or resume) live synthesis for ``config`` into ``run_dir/rationales``; return the summary.
 
@@ -176,6 +189,7 @@ def synthesize(config: Any, run_dir: str | Path, *, progress: bool = True) -> di
         atomic_write_text(run_dir / "config.yaml", dump_config(config))  # only env-var names, never keys
     store = RationaleStore(run_dir / STORE_SUBDIR)
     items = plan(config)
+    lock = _exclusive_run_lock(store.dir)  # a second synthesize on the same store would send duplicates
     planned_keys = {it.request.key for it in items}
     latest = store.latest()
     done_before = {k for k, r in latest.items() if r.get("status") == "ok"}
@@ -273,6 +287,7 @@ def synthesize(config: Any, run_dir: str | Path, *, progress: bool = True) -> di
             "finished_at": utc_now(),
         }
         atomic_write_json(store.dir / "synthesis_summary.json", summary)
+        lock.close()  # releases the flock (the kernel also drops it if we are killed)
         if progress:
             print(
                 f"synthesize: {summary['done']} done, {summary['failed']} failed, {summary['remaining']} remaining "
