@@ -120,3 +120,15 @@ def test_second_concurrent_run_is_refused(qfile, tmp_path):
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
         with pytest.raises(CotdistillError, match="another 'cotdistill synthesize'"):
             synthesize(c, tmp_path / "run", progress=False)
+
+
+def test_pool_drops_eval_questions(data_dir, tmp_path):
+    c = Config.model_validate({"data": {"question_pool": ["svamp:all"]}, "curate": {"eval_guard": ["svamp"]},
+                               "teachers": [{"name": "t", "model": "m", "base_url": "http://127.0.0.1:9/v1"}]})
+    pool = load_question_pool(c)
+    from cotdistill.data.registry import load_benchmark
+
+    held_out = {ex.id for ex in load_benchmark("svamp")}
+    assert len(pool) == 700 and not {ex.id for ex in pool} & held_out
+    c.data.decontaminate = False
+    assert len(load_question_pool(c)) == 1000

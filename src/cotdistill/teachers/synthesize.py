@@ -62,6 +62,18 @@ def load_question_pool(config: Any) -> list[Any]:
                 pool.append(ex)
     if not pool:
         raise CotdistillError("config: data.question_pool: no questions loaded")
+    if config.data.decontaminate and config.curate.eval_guard:
+        # never spend teacher calls on evaluation questions (METHODS §1.4); curation guards again
+        from cotdistill.data.prompts import normalize_question
+
+        guard = {normalize_question(ex.question) for spec in config.curate.eval_guard for ex in load_benchmark(spec)}
+        kept = [ex for ex in pool if normalize_question(ex.question) not in guard]
+        if not kept:
+            raise CotdistillError(
+                "config: data.question_pool: every question is in an evaluation set (curate.eval_guard); "
+                "set data.decontaminate: false to synthesize anyway"
+            )
+        pool = kept
     k = config.data.max_questions
     if k is not None and k < len(pool):
         idx = sorted(random.Random(config.run.seed).sample(range(len(pool)), k))
