@@ -43,6 +43,15 @@ def resolve_encoder_path(name: str) -> str:
     return name
 
 
+def _st_max_seq_length(path: str) -> int | None:
+    """``max_seq_length`` of a sentence-transformers folder (the length the encoder was built for), if any."""
+    cfg = Path(path) / "sentence_bert_config.json"
+    try:
+        return int(json.loads(cfg.read_text())["max_seq_length"]) if cfg.is_file() else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _has_normalize(path: str) -> bool:
     """True when a sentence-transformers folder ends with a Normalize module (L2-normalised outputs)."""
     modules = Path(path) / "modules.json"
@@ -61,7 +70,8 @@ class PathEncoder:
         name: encoder name / folder / Hub id (``mind.encoder.name``).
         pooling: ``mean`` (attention-masked mean over tokens) or ``cls`` (``mind.encoder.pooling``).
         max_length: window size in tokens, special tokens included (``mind.encoder.max_length``);
-            capped by the model's position limit.
+            capped by the model's position limit and a sentence-transformers folder's ``max_seq_length``
+            (256 for all-MiniLM-L6-v2, which sentence-transformers itself truncates at).
         device: torch device for encoding.
     """
 
@@ -81,8 +91,9 @@ class PathEncoder:
             raise CotdistillError(f"config: mind.encoder.name: cannot load encoder {name!r} ({e})") from None
         for p in self.model.parameters():
             p.requires_grad_(False)
+        self.tokenizer.model_max_length = 1 << 30  # we window long texts ourselves: silence the length warning
         limit = getattr(self.model.config, "max_position_embeddings", max_length) or max_length
-        self.max_length = int(min(max_length, limit))
+        self.max_length = int(min(max_length, limit, _st_max_seq_length(self.path) or limit))
         self.normalize = _has_normalize(self.path)
         self.dim = int(self.model.config.hidden_size)
 
