@@ -195,6 +195,12 @@ STRIP_CASES = [
     ("Add them.\nThe answer is:\n7", "Add them."),
     ("Add them.\n**Final Answer:** 7", "Add them."),
     ("So 3 + 4 = 7.\nThe answer is 7.\n#### 7", "So 3 + 4 = 7."),
+    # glued to the reasoning (real EIT outputs)
+    ("lost: 412 - 90 = 322.The answer is 322", "lost: 412 - 90 = 322."),
+    ("2. $178 / $2 per week = 89The answer is 89", "2. $178 / $2 per week = 89"),
+    ("x - 7 = 7 x = 14 The answer is 14", "x - 7 = 7 x = 14"),
+    ("so 6 + 14 = 20.**The answer is 20**", "so 6 + 14 = 20."),
+    ("The answer is 54", ""),
     # no final-answer ending: unchanged
     ("Danny has 100 - 68 = 32 more wrappers than bottle caps.", "Danny has 100 - 68 = 32 more wrappers than bottle caps."),
     # "answer is" inside a sentence that does not start with it is reasoning, not the final line

@@ -527,21 +527,33 @@ def score(text: str | None, ex: Example, *, timeout_s: float = 5.0) -> tuple[str
 
 # --------------------------------------------------------------------------- curation helper
 
-_FINAL_SENTENCE = re.compile(
-    r"(?:^|(?<=[.!?:;])\s+|\s+(?=\*\*))"
-    r"(?P<cut>\**\s*(?:(?:so|thus|therefore|hence|overall|finally|in\s+conclusion|consequently)\s*,?\s*)*"
-    r"(?:the\s+)?(?:final\s+)?answer\s*(?:is\b|:).*)$",
+_CONNECTIVES = r"(?:(?:so|thus|therefore|hence|overall|finally|in\s+conclusion|consequently)\s*,?\s*)*"
+# An answer statement that opens a sentence (after line start or . ! ? : ; or bold), any case.
+_FINAL_AT_BOUNDARY = re.compile(
+    rf"(?:^|(?<=[.!?:;*]))\s*(?P<cut>\**\s*{_CONNECTIVES}(?:the\s+)?(?:final\s+)?answer\s*(?:is\b|:))",
     re.I,
 )
+# Capitalised statements glued to the previous text ("= 322.The answer is 322", "89The answer is 89").
+_FINAL_GLUED = re.compile(
+    r"(?P<cut>(?:(?:So|Thus|Therefore|Hence)\s*,?\s*the\s+)(?:final\s+)?answer\s+is\b"
+    r"|The\s+(?:final\s+)?answer\s+is\b|Final\s+[Aa]nswer\s*:)"
+)
+
+
+def _final_statement_start(line: str) -> int | None:
+    """Offset where the line's last final-answer statement starts, or None."""
+    starts = [m.start("cut") for rx in (_FINAL_AT_BOUNDARY, _FINAL_GLUED) for m in rx.finditer(line)]
+    return max(starts) if starts else None
 
 
 def strip_final_answer_line(text: str) -> str:
     """Remove the trailing final-answer statement so a curated path can take the shared suffix (METHODS §0.1).
 
     Removed (repeatedly, from the end): a last line that is only ``\\boxed{…}`` (optionally in ``$``/``\\[\\]``),
-    a ``#### …`` line, or a final sentence starting with "The answer is" / "Final answer:" (with a leading
-    "So,"/"Therefore," etc.) — only that sentence is cut when the line also holds reasoning
-    ("… 145 groups. The answer is 145" keeps "… 145 groups."). Text without such an ending is returned unchanged
+    a ``#### …`` line, or the last line's final answer statement: "The answer is" / "Final answer:" opening a
+    sentence (with a leading "So,"/"Therefore," etc.), or a capitalised "The answer is" glued to the text
+    before it ("= 322.The answer is 322"). Only that statement is cut when the line also holds reasoning
+    ("… 145 groups. The answer is 145" keeps "… 145 groups."); "since the answer is needed in …" is reasoning. Text without such an ending is returned unchanged
     (apart from trailing whitespace).
     """
     out = (text or "").rstrip()
@@ -555,16 +567,16 @@ def strip_final_answer_line(text: str) -> str:
         elif stripped.startswith("####"):
             new_last = ""
         else:
-            m = _FINAL_SENTENCE.search(last)
-            if m:
-                new_last = last[: m.start("cut")].rstrip()
+            at = _final_statement_start(last)
+            if at is not None:
+                new_last = re.sub(r"[\s*]+$", "", last[:at])
         if new_last is None and len(lines) > 1 and len(stripped) <= 40:
             # "The answer is:" on its own line, the value on the next one.
             prev = lines[-2]
-            m = _FINAL_SENTENCE.search(prev)
-            if m and re.search(r"(?:is|:)\s*\**\s*$", prev):
+            at = _final_statement_start(prev)
+            if at is not None and re.search(r"(?:is|:)\s*\**\s*$", prev):
                 lines = lines[:-1]
-                new_last = prev[: m.start("cut")].rstrip()
+                new_last = re.sub(r"[\s*]+$", "", prev[:at])
         if new_last is None:
             break
         lines[-1] = new_last
