@@ -29,7 +29,9 @@ from cotdistill.utils.io import append_jsonl, atomic_write_json, atomic_write_te
 
 # provenance fields that change what is generated (a resumed run must match them all)
 _GEN_FIELDS = ("model_sha", "adapter_sha", "chat_template_sha", "backend", "dtype", "batch_size", "seed",
-               "max_new_tokens", "instruction_sha")
+               "max_new_tokens", "instruction_sha", "gpqa_shuffle_seed")
+# fields added later: part of the key only when set, so older result folders keep their keys
+_OPTIONAL_GEN_FIELDS = ("gpqa_shuffle_seed",)
 
 
 def model_tag(model: str, adapter: str | None = None) -> str:
@@ -54,7 +56,8 @@ def _bench_file_stem(bench: str) -> str:
 
 
 def _gen_key(prov: dict) -> str:
-    return stable_hash({k: prov.get(k) for k in _GEN_FIELDS})
+    return stable_hash({k: prov.get(k) for k in _GEN_FIELDS
+                        if not (k in _OPTIONAL_GEN_FIELDS and prov.get(k) is None)})
 
 
 def _check_provenance(path: Path, prov: dict) -> None:
@@ -133,6 +136,7 @@ def run_eval(
     instruction: str | None = None,
     bootstrap_samples: int = 1000,
     math_verify_timeout_s: float = 5.0,
+    gpqa_shuffle_seed: int = 0,
     progress: bool = True,
     backend_obj=None,
 ) -> dict[str, dict]:
@@ -153,6 +157,7 @@ def run_eval(
         instruction: user-turn instruction after the question (default: the §5.2 instruction).
         bootstrap_samples: resamples for the 95% CI.
         math_verify_timeout_s: per-answer math-verify limit.
+        gpqa_shuffle_seed: seed of GPQA's per-question option shuffle (part of the generation key).
         progress: show a progress bar on stderr.
         backend_obj: an already built :class:`EvalBackend` (tests, servers); skips loading.
     """
@@ -171,7 +176,7 @@ def run_eval(
     out = Path(output_dir)
 
     # 1. load every benchmark first: a typo fails before any model is loaded
-    data = {b: load_benchmark(b, limit=limit) for b in benchmarks}
+    data = {b: load_benchmark(b, limit=limit, gpqa_shuffle_seed=gpqa_shuffle_seed) for b in benchmarks}
     for b, exs in data.items():
         ids = [e.id for e in exs]
         if len(set(ids)) != len(ids):
@@ -185,6 +190,7 @@ def run_eval(
         **base_prov, "backend": backend, "batch_size": batch_size if backend == "hf" else None,
         "concurrency": batch_size if backend == "openai" else None, "seed": seed,
         "max_new_tokens": max_new_tokens, "instruction_sha": stable_hash(instruction),
+        "gpqa_shuffle_seed": gpqa_shuffle_seed if any(b.startswith("gpqa") for b in benchmarks) else None,
         "extractor_version": EXTRACTOR_VERSION, "cotdistill_version": cotdistill.__version__,
         "decoding": "greedy", "limit": limit,
     }
