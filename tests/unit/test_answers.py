@@ -193,6 +193,8 @@ STRIP_CASES = [
     ("Add them: 3 + 4 = 7.\n$\\boxed{7}$", "Add them: 3 + 4 = 7."),
     ("Janet sells 9 eggs.\n#### 18", "Janet sells 9 eggs."),
     ("Add them.\nThe answer is:\n7", "Add them."),
+    ("Add them.\nThe answer is\n(B)", "Add them."),
+    ("Find The answer is\nnot here.", "Find The answer is\nnot here."),  # the next line is no answer value
     ("Add them.\n**Final Answer:** 7", "Add them."),
     ("So 3 + 4 = 7.\nThe answer is 7.\n#### 7", "So 3 + 4 = 7."),
     # glued to the reasoning (real EIT outputs)

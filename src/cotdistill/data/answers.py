@@ -574,7 +574,8 @@ def strip_final_answer_line(text: str) -> str:
             # "The answer is:" on its own line, the value on the next one.
             prev = lines[-2]
             at = _final_statement_start(prev)
-            if at is not None and re.search(r"(?:is|:)\s*\**\s*$", prev):
+            value_like = re.search(r"\d|\$|\\boxed|^\W*\(?[A-J]\)?\W*$|^\W*(?:yes|no|true|false)\W*$", stripped, re.I)
+            if at is not None and (re.search(r":\s*\**\s*$", prev) or (value_like and re.search(r"is\s*\**\s*$", prev))):
                 lines = lines[:-1]
                 new_last = re.sub(r"[\s*]+$", "", prev[:at])
         if new_last is None:
