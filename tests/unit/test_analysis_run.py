@@ -87,3 +87,32 @@ def test_cli_one_line_error(tmp_path):
     r = subprocess.run([sys.executable, "-m", "cotdistill", "analyze", str(tmp_path / "nope")],
                        capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "run folder not found" in r.stderr
+
+
+def _random_lora(model_dir, out_dir):
+    """A LoRA adapter with random (non-zero) B matrices: a 'distilled' model that differs from its base."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(model_dir)
+    peft = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "up_proj"],
+                                           init_lora_weights=False))
+    peft.save_pretrained(out_dir)
+    return str(out_dir)
+
+
+def test_adapter_from_provenance_and_cka_below_one(tmp_path, tiny_model_dir):
+    run = make_run(tmp_path / "run", str(tiny_model_dir), dynamics=False, evals=False)
+    adapter = _random_lora(tiny_model_dir, tmp_path / "adapter")
+    write_eval(run, "base", str(tiny_model_dir), n=8)
+    write_eval(run, "mind", str(tiny_model_dir), n=8, shift=1, adapter=adapter)
+    m = analyze_run(run, progress=False, echo=lambda s: None)
+    assert m["latent"]["models"]["mind"]["adapter"] == adapter
+    assert m["latent"]["models"]["mind"]["loader"]["adapter"]
+    cka = m["forgetting"]["cka"]["values"]["mind"]
+    assert 0.0 < cka < 0.999
+    # --models overrides the spec: the adapter is dropped when only a model is given
+    m2 = analyze_run(run, models=f"base,mind={tiny_model_dir}", progress=False, echo=lambda s: None)
+    assert m2["forgetting"]["cka"]["values"]["mind"] == pytest.approx(1.0, abs=1e-6)

@@ -196,7 +196,8 @@ def _latent(run_dir, out_dir, tags, base, bench, summaries, overrides, cfg, n_q,
 
     recs = {t: _eval_records(run_dir / "eval" / t / f"{bench}.jsonl") for t in tags}
     by_id = {t: {str(r["id"]): r for r in rs} for t, rs in recs.items()}
-    ids = [str(r["id"]) for r in recs[tags[0]] if all(str(r["id"]) in by_id[t] for t in tags)][:n_q]
+    ids = [i for i in dict.fromkeys(str(r["id"]) for r in recs[tags[0]])  # unique, file order; last record wins
+           if all(i in by_id[t] for t in tags)][:n_q]
     if len(ids) < 3:
         return {"status": "not run", "reason": f"only {len(ids)} shared responses on {bench} (need 3)"}
     cache = out_dir / "features"
