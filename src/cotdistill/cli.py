@@ -142,6 +142,18 @@ def train_cmd(
     typer.echo(f"student: {out}")
 
 
+@app.command("compare")
+def compare_cmd(
+    config: Annotated[Path, typer.Argument(help="YAML config; `compare.methods` x `compare.seeds` are trained.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print every cell's plan and exit.")] = False,
+) -> None:
+    """Train and evaluate methods x seeds on the same curated data; write compare.md/json (papers' layout)."""
+    from cotdistill.compare import run_compare
+    from cotdistill.config import load_config
+
+    run_compare(load_config(config), dry_run=dry_run, echo=typer.echo)
+
+
 @app.command("run")
 def run_cmd(
     config: Annotated[Path, typer.Argument(help="YAML config with every stage.")],

@@ -38,8 +38,10 @@ class Stage:
 
 
 def _section(cfg: Config, *names: str) -> dict[str, Any]:
-    dumped = cfg.model_dump(mode="json")
-    return {n: dumped[n] for n in names}
+    """The named config sections, keys at their default left out: a new config key (with a default) added
+    in a later version does not make finished stages look changed."""
+    dumped = cfg.model_dump(mode="json", exclude_defaults=True)
+    return {n: dumped.get(n) for n in names}
 
 
 def student_tag(cfg: Config) -> str:
