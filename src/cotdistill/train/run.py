@@ -310,7 +310,7 @@ def _data_card(dataset_dir) -> dict:
 
 def _model_card(config: Config, model_prov: dict, card: dict, prov: dict) -> str:
     tc = config.effective_train()
-    summary = {k: v for k, v in card.items() if not isinstance(v, (dict, list))} if card else {}
+    summary = {k: v for k, v in card.items() if k == "splits" or not isinstance(v, (dict, list))} if card else {}
     lines = [
         "---",
         "library_name: " + ("peft" if tc.finetune == "lora" else "transformers"),
