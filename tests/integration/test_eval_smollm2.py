@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 pytestmark = pytest.mark.integration
 
@@ -19,7 +20,11 @@ def cache(tmp_path_factory):
     d = tmp_path_factory.mktemp("cotdistill_cache")
     old = os.environ.get("COTDISTILL_CACHE_DIR")
     os.environ["COTDISTILL_CACHE_DIR"] = str(d)
+    # one thread: on a shared, oversubscribed box two OpenMP threads made this 5-10x slower (wall time)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     yield d
+    torch.set_num_threads(threads)
     if old is None:
         os.environ.pop("COTDISTILL_CACHE_DIR", None)
     else:
@@ -55,7 +60,7 @@ def test_gguf_alias_conversion_and_cache_reuse(cache):
 
 def test_smollm2_svamp_eval_cli(cache, tmp_path, data_dir):
     out = tmp_path / "eval"
-    env = dict(os.environ, COTDISTILL_CACHE_DIR=str(cache))
+    env = dict(os.environ, COTDISTILL_CACHE_DIR=str(cache), OMP_NUM_THREADS="1")
     r = subprocess.run(
         [sys.executable, "-m", "cotdistill", "eval", "--model", "smollm2-135m-instruct", "--benchmarks", "svamp",
          "--limit", "2", "--max-new-tokens", "64", "--output", str(out)],
