@@ -107,7 +107,9 @@ def build_plan(cfg: Config, run_dir: Path, shared_dir: Path | None = None) -> li
                 model, eval_cfg.benchmarks, (shared if tag == "base" else run_dir) / "eval" / tag,
                 limit=eval_cfg.limit, batch_size=eval_cfg.batch_size, max_new_tokens=eval_cfg.max_new_tokens,
                 backend=eval_cfg.backend, adapter=adapter, base_url=eval_cfg.base_url,
-                api_key_env=eval_cfg.api_key_env, seed=cfg.run.seed,
+                api_key_env=eval_cfg.api_key_env, seed=cfg.run.seed, dtype=eval_cfg.dtype,
+                instruction=cfg.data.student_instruction or None, bootstrap_samples=eval_cfg.bootstrap_samples,
+                math_verify_timeout_s=eval_cfg.math_verify_timeout_s, gpqa_shuffle_seed=eval_cfg.gpqa_shuffle_seed,
             )
 
         return go
