@@ -58,3 +58,15 @@ def test_cli_validate_exit_codes(tmp_path):
     good.write_text("method: std_cot\n")
     r = subprocess.run([sys.executable, "-m", "cotdistill", "validate", str(good)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_atomic_write_gives_normal_file_mode(tmp_path):
+    import os
+
+    from cotdistill.utils.io import atomic_write_text
+
+    p = tmp_path / "x.txt"
+    atomic_write_text(p, "hi")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert p.read_text() == "hi" and (p.stat().st_mode & 0o777) == (0o666 & ~umask)
