@@ -53,12 +53,12 @@ def test_run_all_stages_then_skip_then_redo_only_changed(tmp_path, tiny_model_di
 
 
 def test_kill_during_training_resumes_without_redoing_data_or_eval(tmp_path, tiny_model_dir, data_dir):
-    path = _write_config(tmp_path, tiny_model_dir, train={"max_steps": 24, "save_steps": 2},
+    path = _write_config(tmp_path, tiny_model_dir, train={"max_steps": 40, "save_steps": 2},
                          analysis={"enabled": False}, report={"enabled": False})
     run = load_config(path).run_dir()
     cmd = [sys.executable, "-m", "cotdistill", "run", str(path)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 600
+    deadline = time.time() + 900
     while time.time() < deadline and not list((run / "checkpoints").glob("checkpoint-*/cotdistill_method.pt")):
         time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGKILL)
