@@ -60,7 +60,7 @@ def test_kill_during_training_resumes_without_redoing_data_or_eval(tmp_path, tin
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 900
     while time.time() < deadline and not list((run / "checkpoints").glob("checkpoint-*/cotdistill_method.pt")):
-        time.sleep(0.5)
+        time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     state = json.loads((run / "stages.json").read_text())
