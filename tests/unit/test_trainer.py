@@ -208,3 +208,17 @@ def test_eval_loss_and_length_grouped_batches(tiny_model_dir, tmp_path):
     with torch.no_grad():
         expected = sum(method.compute_loss(model, col([ds[i], ds[i + 1]]))[0].item() for i in (0, 2, 4, 6)) / 4
     assert trainer.evaluate()["eval_loss"] == pytest.approx(expected, rel=1e-4)
+
+
+def test_console_progress_hides_per_label_signals():
+    from types import SimpleNamespace
+
+    from cotdistill.train.trainer import _ConsoleProgress
+
+    written = []
+    cb = _ConsoleProgress()
+    cb.training_bar = SimpleNamespace(write=written.append)
+    logs = {"loss": 0.5, "learning_rate": 1e-4, "signals/alpha/gpt-4o": 0.3}
+    cb.on_log(None, SimpleNamespace(is_world_process_zero=True), None, logs=logs)
+    assert written and "loss" in written[0] and "signals/" not in written[0]
+    assert "signals/alpha/gpt-4o" in logs  # the loggers' copy is untouched

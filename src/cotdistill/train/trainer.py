@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import Trainer, TrainerCallback
+from transformers import ProgressCallback, Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from cotdistill.errors import CotdistillError
@@ -112,6 +112,15 @@ class _DynamicsCallback(TrainerCallback):
         self.trainer._flush_step(state, self.lr)
 
 
+class _ConsoleProgress(ProgressCallback):
+    """The Trainer's progress bar, printing only loss/lr/grad-norm lines: per-label method signals (dozens of
+    keys) still go to dynamics.jsonl and the `report_to` loggers, but would flood the console."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = {k: v for k, v in (logs or {}).items() if not k.startswith("signals/")}
+        super().on_log(args, state, control, logs=logs, **kwargs)
+
+
 class DistillTrainer(Trainer):
     """Trainer whose loss and backward belong to a :class:`~cotdistill.methods.base.Method`.
 
@@ -129,6 +138,8 @@ class DistillTrainer(Trainer):
         self._step_signals: list[dict[str, Any]] = []
         self._log_signals: list[dict[str, Any]] = []
         self.add_callback(_DynamicsCallback(self))
+        if self.pop_callback(ProgressCallback) is not None:
+            self.add_callback(_ConsoleProgress)
         for module in method.trainable_modules():
             module.to(self.args.device)
 
