@@ -37,10 +37,10 @@ def method_config(cfg: Config, method: str, seed: int) -> Config:
 
 def _correct_vector(eval_dir: Path, bench: str) -> dict[str, bool]:
     """question id → correct, from an evaluation's per-sample JSONL."""
+    from cotdistill.evaluate.runner import bench_file_stem
     from cotdistill.utils.io import read_jsonl
 
-    stem = bench.replace(":", "_").replace("/", "_")
-    path = eval_dir / f"{stem}.jsonl"
+    path = eval_dir / f"{bench_file_stem(bench)}.jsonl"
     if not path.exists():
         raise CotdistillError(f"{path}: evaluation output missing (run the comparison again to finish it)")
     return {str(r["id"]): bool(r["correct"]) for r in read_jsonl(path) if "id" in r}

@@ -48,7 +48,7 @@ def model_tag(model: str, adapter: str | None = None) -> str:
     return f"{tag}+{clean(adapter)}" if adapter else tag
 
 
-def _bench_file_stem(bench: str) -> str:
+def bench_file_stem(bench: str) -> str:
     """File-name stem for a benchmark spec (``jsonl:/x/y.jsonl`` -> ``jsonl-y``, ``svamp:train`` -> ``svamp-train``)."""
     if bench.startswith("jsonl:"):
         bench = "jsonl-" + Path(bench[6:]).stem
@@ -199,7 +199,7 @@ def run_eval(
     pending: dict[str, list] = {}
     done_all: dict[str, dict[str, dict]] = {}
     for b, exs in data.items():
-        stem = _bench_file_stem(b)
+        stem = bench_file_stem(b)
         _check_provenance(out / f"{stem}.provenance.json", prov)
         done = _existing(out / f"{stem}.jsonl", gen_key)
         _rescore(out / f"{stem}.jsonl", done, {e.id: e for e in exs}, math_verify_timeout_s)
@@ -224,7 +224,7 @@ def run_eval(
             for b, exs in pending.items():
                 if not exs:
                     continue
-                stem = _bench_file_stem(b)
+                stem = bench_file_stem(b)
                 atomic_write_json(out / f"{stem}.provenance.json", {**prov, "gen_key": gen_key, "benchmark": b})
                 bar.set_description(f"eval {b}")
                 by_id = {e.id: e for e in exs}
@@ -263,7 +263,7 @@ def run_eval(
     # 4. summaries (over the requested examples only)
     summaries: dict[str, dict] = {}
     for b, exs in data.items():
-        stem = _bench_file_stem(b)
+        stem = bench_file_stem(b)
         recs = [done_all[b][e.id] for e in exs if e.id in done_all[b]]
         s = {"benchmark": b, **accuracy_summary([r["correct"] for r in recs], n_boot=bootstrap_samples, seed=seed)}
         s["complete"] = len(recs) == len(exs)
