@@ -72,7 +72,7 @@ def test_full_report_is_self_contained(full_run):
     page = _parse(text)
     assert page.scripts == 0 and page.links == 0
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", text)  # nothing fetched from the network
-    assert page.sections == ["config", "data", "training", "weights", "eval", "latent", "forgetting", "provenance"]
+    assert page.sections == ["summary", "config", "data", "training", "weights", "eval", "latent", "forgetting", "provenance"]
     sizes = _decode_pngs(page.imgs)
     assert len(sizes) >= 6 and all(w > 200 and h > 200 for w, h in sizes)
     assert "Not run" not in text
@@ -80,6 +80,82 @@ def test_full_report_is_self_contained(full_run):
     assert "55.0" in text and "(+15.0)" in text and "[50.0, 60.0]" in text and "(-2.0)" in text
     assert ">OOD<" in text and ">ID<" in text
     assert "Linear CKA vs base" in text and "dropped_incorrect" in text and "alpha" in text
+    # a data card of another layout is still shown whole; the summary card comes first and names the method
+    summary = _section(text, "summary")
+    assert "mind" in summary and "3 labels: intuitive, analytical, reflective" in summary
+    assert "+15.0" in summary and "−2.0" not in summary and "-2.0" in summary
+
+
+def _section(text: str, sid: str) -> str:
+    start = text.index(f'<section id="{sid}">')
+    return text[start:text.index("</section>", start)]
+
+
+def _real_card() -> dict:
+    """A data card in the layout curation writes (two teachers × two perspectives)."""
+    rows = [{"teacher": t, "perspective": p, "records": 50, "correct": c, "correct_rate": c / 50, "kept_paths": k}
+            for (t, p, c, k) in [("gpt-4o", "level2", 45, 40), ("gpt-4o", "level4", 40, 30),
+                                 ("llama-3-70b", "level2", 48, 30), ("llama-3-70b", "level4", 35, 20)]]
+    return {
+        "fingerprint": "f" * 24, "label_scheme": "teacher/perspective",
+        "labels": [f"{r['teacher']}/{r['perspective']}" for r in rows],
+        "splits": {"train": {"questions": 40, "paths": 120}},
+        "questions": {"in_store": 50, "merged_duplicate_ids": 0, "kept": 40,
+                      "dropped": {"contaminated": 7, "no_correct_path": 3}},
+        "records": {"read": 200, "verdict_changed_on_rescore": 0},
+        "paths_dropped": {"incorrect": 32, "near_duplicate": 18, "question_dropped": 30},
+        "paths_per_question": {"3": 40},
+        "by_teacher_perspective": rows,
+        "by_teacher": {"gpt-4o": {"records": 100, "correct": 85, "kept_paths": 70, "correct_rate": 0.85},
+                       "llama-3-70b": {"records": 100, "correct": 83, "kept_paths": 50, "correct_rate": 0.83}},
+        "by_perspective": {"level2": {"records": 100, "correct": 93, "kept_paths": 70, "correct_rate": 0.93},
+                           "level4": {"records": 100, "correct": 75, "kept_paths": 50, "correct_rate": 0.75}},
+        "eval_guard": {"benchmarks": ["svamp"], "action": "drop", "contaminated": 7,
+                       "contaminated_ids": ["chal-1", "chal-2"]},
+        "warnings": ["dropped 7 question(s) that are test questions of svamp"],
+    }
+
+
+def test_summary_card_and_compact_data_card(tmp_path):
+    from cotdistill.config import Config, dump_config
+    from cotdistill.utils.io import atomic_write_json, atomic_write_text
+
+    run = make_run(tmp_path / "sum", "x", card=False)
+    cfg = Config.model_validate({"run": {"name": "sum"}, "method": "mind", "eval": {"benchmarks": ["svamp", "csqa"]},
+                                 "train": {"epochs": 5, "max_steps": 12},
+                                 "analysis": {"ood_benchmarks": ["csqa"]}})
+    atomic_write_text(run / "config.yaml", dump_config(cfg))
+    atomic_write_json(run / "dataset" / "data_card.json", _real_card())
+    # training stopped before max_steps: the card must report the steps actually run
+    atomic_write_json(run / "student" / "cotdistill_train.json",
+                      {"method": "mind", "finetune": "lora", "global_step": 7, "epoch": 0.58, "train_loss": 0.91,
+                       "train_seconds": 42.0, "base_model": {"model": cfg.train.model}})
+    text = write_report(run).read_text(encoding="utf-8")
+    page = _parse(text)
+    assert page.sections[0] == "summary" and page.scripts == 0
+    s = _section(text, "summary")
+    assert "<b>mind</b>" in s and cfg.train.model in s
+    assert "2 teachers: gpt-4o, llama-3-70b × 2 perspectives: level2, level4" in s
+    assert "40 questions, 120 reasoning paths" in s
+    assert "<b>7</b> optimizer steps, 0.58 epochs" in s and "12" not in s.split("Training run", 1)[1].split("</dd>")[0]
+    # headline table: base vs distilled, accuracy with CI and delta per benchmark, and a CI reading
+    assert "40.0%" in s and "[35.0, 45.0]" in s and "55.0%" in s and "[50.0, 60.0]" in s
+    assert "+15.0" in s and "CIs apart: better" in s
+    assert "-2.0" in s and "CIs overlap" in s and ">OOD<" in s
+    # data card: readable per-teacher table and funnels, raw per-teacher JSON gone, the rest behind <details>
+    d = _section(text, "data")
+    assert "<th>correct %</th>" in d and "<td class='num'>90.0</td>" in d and "<td class='num'>70.0</td>" in d
+    assert "<td class='num'>84.0</td>" in d  # total correct rate 168/200
+    shown = d[:d.index("<details>")]
+    assert "correct_rate" not in shown and "by_teacher_perspective" not in d
+    assert ">in store<" in d and "−7" in d and "−3" in d and "no correct path" in d
+    assert ">records read<" in d and "−32" in d and "−30" in d
+    rest = d[d.index("<details>"):]
+    assert "contaminated_ids" in rest and "fingerprint" in rest
+    assert "dropped 7 question(s)" in d
+    # configuration: max_steps shown, epochs marked as overridden
+    c = _section(text, "config")
+    assert "<th>max_steps</th><td>12</td>" in c and "5 (overridden by max_steps)" in c
 
 
 def test_partial_run_shows_not_run_sections(tmp_path):
@@ -94,7 +170,9 @@ def test_partial_run_shows_not_run_sections(tmp_path):
     # an empty folder (not even config.yaml) still renders
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert "<b>Not run:</b> configuration" in write_report(empty).read_text()
+    empty_text = write_report(empty).read_text()
+    assert "<b>Not run:</b> configuration" in empty_text
+    assert "Training run</dt><dd>not run" in _section(empty_text, "summary")
 
 
 def test_dynamics_figures_drawn_without_analysis(tmp_path):
@@ -135,6 +213,6 @@ def test_report_renders_in_headless_chromium(full_run, tmp_path):
     r = subprocess.run(common + ["--dump-dom", url], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     dom = _parse(r.stdout)
-    assert dom.sections[0] == "config" and len(dom.sections) == 8
+    assert dom.sections[0] == "summary" and len(dom.sections) == 9
     assert len(_decode_pngs(dom.imgs)) >= 6
     shutil.copy(shot, full_run / "report_screenshot.png")  # kept next to the report for a human look

@@ -48,9 +48,19 @@ details summary { cursor: pointer; color: var(--acc); }
 .note { color: var(--muted); font-size: 13px; }
 code { font-size: 12.5px; word-break: break-all; }
 td.wrap { word-break: break-all; max-width: 420px; }
+.card { border: 1px solid var(--line); border-radius: 6px; background: var(--soft); padding: 12px 18px; }
+.facts { display: grid; grid-template-columns: max-content 1fr; gap: 3px 16px; margin: 4px 0 10px; }
+.facts dt { font-weight: 600; } .facts dd { margin: 0; }
+.card table { background: var(--bg); }
+.verdict { font-size: 16px; margin: 6px 0 2px; }
+.row { display: flex; flex-wrap: wrap; gap: 24px; align-items: flex-start; }
+.row > div > h3 { margin-top: 6px; }
+tr.total th, tr.total td { border-top: 2px solid var(--muted); }
+tr.sub th { font-weight: 400; padding-left: 22px; color: var(--muted); }
+ul.warn { margin: 4px 0; padding-left: 20px; color: #4d2d00; }
 """
 
-SECTIONS = [("config", "Configuration"), ("data", "Data card"), ("training", "Training curves"),
+SECTIONS = [("summary", "Summary"), ("config", "Configuration"), ("data", "Data card"), ("training", "Training curves"),
             ("weights", "Weight dynamics"), ("eval", "Evaluation"), ("latent", "Latent space"),
             ("forgetting", "Forgetting"), ("provenance", "Provenance")]
 
@@ -123,9 +133,16 @@ def _config_section(run_dir: Path) -> tuple[str, dict]:
     cfg = cfg if isinstance(cfg, dict) else {}
     train = cfg.get("train") or {}
     run = cfg.get("run") or {}
+    max_steps = train.get("max_steps")
+    steps_set = isinstance(max_steps, (int, float)) and max_steps > 0
     key = {"run": run.get("name"), "method": cfg.get("method"), "student": train.get("model"),
-           "finetune": train.get("finetune"), "lr": train.get("lr"), "epochs": train.get("epochs"),
+           "finetune": train.get("finetune"), "lr": train.get("lr"),
+           "max_steps": max_steps if steps_set else None,
+           # max_steps > 0 overrides epochs in the trainer: say so rather than show a number that did not apply
+           "epochs": (f"{_fmt(train.get('epochs'))} (overridden by max_steps)" if steps_set and
+                      train.get("epochs") is not None else train.get("epochs")),
            "teachers": ", ".join(t.get("name", "?") for t in cfg.get("teachers") or []) or None,
+           "imported data": _imports_text(cfg),
            "eval benchmarks": ", ".join((cfg.get("eval") or {}).get("benchmarks") or []) or None}
     rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(_fmt(v))}</td></tr>" for k, v in key.items() if v is not None)
     body = (f"<table>{rows}</table><details><summary>Full resolved config.yaml</summary>"
@@ -133,14 +150,236 @@ def _config_section(run_dir: Path) -> tuple[str, dict]:
     return body, cfg
 
 
-def _data_section(run_dir: Path) -> str:
+def _imports_text(cfg: dict) -> str | None:
+    """``data.imports`` in one line, e.g. ``eit (svamp; teachers gpt-4o, llama-3-70b; levels 2, 4)``."""
+    parts = []
+    for imp in ((cfg.get("data") or {}).get("imports")) or []:
+        if not isinstance(imp, dict):
+            continue
+        opts = imp.get("options") or {}
+        bits = [f"{k} {', '.join(str(x) for x in v) if isinstance(v, list) else v}" for k, v in opts.items()
+                if v not in (None, [], {})]
+        if imp.get("path"):
+            bits.insert(0, str(imp["path"]))
+        parts.append(f"{imp.get('format', '?')}" + (f" ({'; '.join(bits)})" if bits else ""))
+    return "; ".join(parts) or None
+
+
+def _load_card(run_dir: Path) -> dict | None:
     p = run_dir / "dataset" / "data_card.json"
     if not p.exists():
-        return _not_run("data card", "no dataset/data_card.json (curation has not run)")
+        return None
     card = _read_json(p)
-    if not isinstance(card, dict):
-        return f"<pre>{_e(json.dumps(card, indent=2))}</pre>"
-    return _value(card)
+    return card if isinstance(card, dict) else {"data_card": card}
+
+
+def _load_train(run_dir: Path) -> dict | None:
+    """``student/cotdistill_train.json`` (what training actually did), or None before training."""
+    p = run_dir / "student" / "cotdistill_train.json"
+    if not p.exists():
+        return None
+    info = _read_json(p)
+    return info if isinstance(info, dict) else None
+
+
+def _int(v: Any) -> str:
+    return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else _e(_fmt(v))
+
+
+def _rate(correct: Any, records: Any, rate: Any = None) -> str:
+    if rate is None and isinstance(correct, (int, float)) and isinstance(records, (int, float)) and records:
+        rate = correct / records
+    return _pct(rate) if isinstance(rate, (int, float)) else "–"
+
+
+def _teacher_table(card: dict) -> str:
+    """Per teacher (and perspective) rows: records, correct %, kept paths, plus a total row."""
+    rows = card.get("by_teacher_perspective")
+    if not isinstance(rows, list) or not rows:
+        bt = card.get("by_teacher")
+        if not isinstance(bt, dict) or not bt:
+            return ""
+        rows = [dict(v, teacher=k) for k, v in bt.items() if isinstance(v, dict)]
+    rows = [r for r in rows if isinstance(r, dict)]
+    with_persp = any(r.get("perspective") is not None for r in rows)
+    head = "<tr><th>teacher</th>" + ("<th>perspective</th>" if with_persp else "") + (
+        "<th>records</th><th>correct %</th><th>kept paths</th></tr>")
+    body = ""
+    tot = {"records": 0, "correct": 0, "kept_paths": 0}
+    for r in rows:
+        body += (f"<tr><th>{_e(r.get('teacher', '–'))}</th>"
+                 + (f"<td>{_e(r.get('perspective') or '–')}</td>" if with_persp else "")
+                 + f"<td class='num'>{_int(r.get('records'))}</td>"
+                 f"<td class='num'>{_rate(r.get('correct'), r.get('records'), r.get('correct_rate'))}</td>"
+                 f"<td class='num'>{_int(r.get('kept_paths'))}</td></tr>")
+        for k in tot:
+            tot[k] = tot[k] + r[k] if isinstance(tot[k], int) and isinstance(r.get(k), int) else None
+    if len(rows) > 1:
+        body += (f"<tr class='total'><th>total</th>" + ("<td></td>" if with_persp else "")
+                 + f"<td class='num'>{_int(tot['records'])}</td>"
+                 f"<td class='num'>{_rate(tot['correct'], tot['records'])}</td>"
+                 f"<td class='num'>{_int(tot['kept_paths'])}</td></tr>")
+    return f"<table>{head}{body}</table>"
+
+
+def _funnel(start_label: str, start: Any, drops: dict, end_label: str, end: Any) -> str:
+    """A count funnel: start, minus each drop reason (largest first, shown as −n), equals what was kept."""
+    rows = f"<tr><th>{_e(start_label)}</th><td class='num'>{_int(start)}</td></tr>"
+    for reason, n in sorted(drops.items(), key=lambda kv: -(kv[1] if isinstance(kv[1], (int, float)) else 0)):
+        if n:
+            rows += (f"<tr class='sub'><th>{_e(str(reason).replace('_', ' '))}</th>"
+                     f"<td class='num'>−{_int(n)}</td></tr>")
+    rows += f"<tr class='total'><th>{_e(end_label)}</th><td class='num'>{_int(end)}</td></tr>"
+    return f"<table>{rows}</table>"
+
+
+_CARD_SHOWN = {"questions", "records", "paths_dropped", "splits", "by_teacher_perspective", "by_teacher",
+               "warnings"}
+
+
+def _data_section(card: dict | None) -> str:
+    if card is None:
+        return _not_run("data card", "no dataset/data_card.json (curation has not run)")
+    if not (_CARD_SHOWN & set(card)):
+        return _value(card)  # a card of another layout: show it whole
+    out = ""
+    warnings = card.get("warnings") or []
+    if warnings:
+        out += "<ul class='warn'>" + "".join(f"<li>{_e(w)}</li>" for w in warnings) + "</ul>"
+    splits = card.get("splits") or {}
+    if splits:
+        out += "<p>" + "; ".join(
+            f"<b>{_e(name)}</b>: {_int(v.get('questions'))} questions, {_int(v.get('paths'))} paths"
+            for name, v in splits.items() if isinstance(v, dict))
+        ppq = card.get("paths_per_question") or {}
+        if ppq:
+            out += " (paths per question: " + ", ".join(f"{_e(k)} × {_int(v)}" for k, v in ppq.items()) + ")"
+        out += f" · labels by <b>{_e(card.get('label_scheme', '–'))}</b></p>"
+    teach = _teacher_table(card)
+    funnels = ""
+    q = card.get("questions") or {}
+    if isinstance(q, dict) and q:
+        drops = dict(q.get("dropped") or {})
+        if q.get("merged_duplicate_ids"):
+            drops["merged duplicate ids"] = q["merged_duplicate_ids"]
+        funnels += "<div><h3>Questions</h3>" + _funnel("in store", q.get("in_store"), drops, "kept",
+                                                        q.get("kept")) + "</div>"
+    rec = card.get("records") or {}
+    pd = card.get("paths_dropped") or {}
+    if isinstance(pd, dict) and pd:
+        kept = sum(v.get("paths", 0) for v in splits.values() if isinstance(v, dict)) if splits else None
+        funnels += "<div><h3>Paths</h3>" + _funnel("records read", rec.get("read"), pd, "kept", kept) + "</div>"
+    if teach or funnels:
+        out += "<div class='row'>" + (f"<div><h3>By teacher</h3>{teach}</div>" if teach else "") + funnels + "</div>"
+        out += ("<p class='note'>Correct % = share of the teacher's records whose final answer matches the gold "
+                "answer; kept paths = its paths in the curated training set.</p>")
+    rest = {k: v for k, v in card.items() if k not in _CARD_SHOWN | {"paths_per_question", "label_scheme"}}
+    if rest:
+        out += f"<details><summary>Everything else in data_card.json</summary>{_value(rest)}</details>"
+    return out
+
+
+def _summary_section(cfg: dict, card: dict | None, train: dict | None, summaries: dict) -> str:
+    """The answer to "did it work?": what was trained on what, and base vs distilled accuracy."""
+    tcfg = cfg.get("train") or {}
+    facts: list[tuple[str, str]] = []
+    method = cfg.get("method") or (train or {}).get("method")
+    if method:
+        facts.append(("Method", f"<b>{_e(method)}</b>"))
+    student = tcfg.get("model") or ((train or {}).get("base_model") or {}).get("model")
+    if student:
+        ft = tcfg.get("finetune") or (train or {}).get("finetune")
+        facts.append(("Student", _e(student) + (f" ({_e(ft)})" if ft else "")))
+    if card:
+        bt, bp = card.get("by_teacher"), card.get("by_perspective")
+        if isinstance(bt, dict) and bt:
+            txt = f"{len(bt)} teacher{'s' if len(bt) != 1 else ''}: {_e(', '.join(bt))}"
+            if isinstance(bp, dict) and bp:
+                txt += f" × {len(bp)} perspective{'s' if len(bp) != 1 else ''}: {_e(', '.join(bp))}"
+        else:
+            labels = card.get("labels")
+            labels = list(labels) if isinstance(labels, (list, dict)) else []
+            txt = f"{len(labels)} labels: {_e(', '.join(map(str, labels)))}" if labels else "–"
+        facts.append(("Teachers / labels", txt))
+        tr = (card.get("splits") or {}).get("train")
+        if isinstance(tr, dict):
+            facts.append(("Training data", f"{_int(tr.get('questions'))} questions, {_int(tr.get('paths'))} "
+                                           "reasoning paths"))
+    elif cfg.get("teachers"):
+        facts.append(("Teachers", _e(", ".join(t.get("name", "?") for t in cfg["teachers"]))))
+    if train is not None:
+        bits = [f"<b>{_int(train.get('global_step'))}</b> optimizer steps"]
+        if train.get("epoch") is not None:
+            ep = _fmt(float(train["epoch"]), 2)
+            bits.append(f"{ep} epoch{'' if ep == '1' else 's'}")
+        if train.get("train_seconds") is not None:
+            bits.append(f"{_fmt(float(train['train_seconds']), 0)} s")
+        if train.get("train_loss") is not None:
+            bits.append(f"mean train loss {_fmt(float(train['train_loss']), 3)}")
+        facts.append(("Training run", ", ".join(bits)))
+    else:
+        facts.append(("Training run", "not run (no student/cotdistill_train.json)"))
+    out = "<div class='card'><dl class='facts'>" + "".join(
+        f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts) + "</dl>"
+    out += _headline_table(cfg, summaries) + "</div>"
+    return out
+
+
+def _headline_table(cfg: dict, summaries: dict) -> str:
+    """Per benchmark: base and every other evaluated model, accuracy with 95% CI and delta in points."""
+    if not summaries:
+        return _not_run("evaluation", "no eval/<model>/summary.json")
+    from cotdistill.analysis.forgetting import accuracy_table
+
+    table = accuracy_table(summaries, ((cfg.get("analysis") or {}).get("ood_benchmarks")) or None)
+    base = table["base"]
+    others = [t for t in table["models"] if t != base]
+    head = (f"<tr><th>benchmark</th><th>{_e(base)} <span class='role'>base</span></th>"
+            + "".join(f"<th>{_e(t)} <span class='role'>distilled</span></th><th>Δ points</th>" for t in others)
+            + "</tr>")
+
+    def cell(r: dict | None) -> str:
+        if not r or r.get("accuracy") is None:
+            return "<td class='num'>–</td>"
+        ci = r.get("ci95") or [None, None]
+        cis = f" <span class='ci'>[{_pct(ci[0])}, {_pct(ci[1])}]</span>" if ci[0] is not None else ""
+        return f"<td class='num'>{_pct(r['accuracy'])}%{cis}</td>"
+
+    rows = ""
+    for b in table["benchmarks"]:
+        name = b["name"]
+        rb = table["models"][base].get(name)
+        n = (rb or {}).get("n")
+        rows += (f"<tr><th>{_e(name)} <span class='role'>{'ID' if b['role'] == 'id' else 'OOD'}</span>"
+                 + (f" <span class='ci'>n={_e(n)}</span>" if n else "") + f"</th>{cell(rb)}")
+        for t in others:
+            r = table["models"][t].get(name)
+            rows += cell(r)
+            d = (r or {}).get("delta")
+            if d is None:
+                rows += "<td class='num'>–</td>"
+                continue
+            cls = "up" if d > 0 else "down" if d < 0 else ""
+            rows += (f"<td class='num'><span class='{cls}'>{'+' if d >= 0 else ''}{100 * d:.1f}</span>"
+                     f"<br><span class='ci'>{_e(_ci_reading(rb, r))}</span></td>")
+        rows += "</tr>"
+    note = ("<p class='note'>Accuracy with 95% CI in brackets; Δ = distilled − base in percentage points. "
+            "Non-overlapping intervals are a conservative sign of a real difference; overlapping ones mean this "
+            "sample cannot tell.</p>")
+    return f"<table>{head}{rows}</table>{note}"
+
+
+def _ci_reading(base: dict | None, other: dict | None) -> str:
+    """"CIs overlap" / "above base CI" / "below base CI" from the two 95% intervals."""
+    try:
+        (bl, bh), (ol, oh) = base["ci95"], other["ci95"]
+        if ol > bh:
+            return "CIs apart: better"
+        if oh < bl:
+            return "CIs apart: worse"
+        return "CIs overlap"
+    except (TypeError, KeyError, ValueError):
+        return ""
 
 
 def _dynamics(run_dir: Path, tmp: Path) -> tuple[dict[str, Path], dict | None]:
@@ -365,9 +604,11 @@ def render_report(run_dir: str | Path) -> str:
         training = _training_section(figs, dsum)
         weights = _weights_section(figs, dsum)
     eval_html, summaries = _eval_section(run_dir, cfg)
+    card = _load_card(run_dir)
     bodies = {
+        "summary": _summary_section(cfg, card, _load_train(run_dir), summaries),
         "config": cfg_html,
-        "data": _data_section(run_dir),
+        "data": _data_section(card),
         "training": training,
         "weights": weights,
         "eval": eval_html,
