@@ -41,7 +41,7 @@ def run_with_kills(cfg: Path, run: Path, total: int, kills: int, rng: random.Ran
     """Start synthesis, SIGKILL it after a random number of new records (or a random time), repeat."""
     records = run / "rationales" / "records.jsonl"
     done = 0
-    for _ in range(kills * 4):
+    for _ in range(kills * 8):
         if done >= kills:
             break
         before = _lines(records)
@@ -64,7 +64,7 @@ def run_with_kills(cfg: Path, run: Path, total: int, kills: int, rng: random.Ran
 def _check(tmp_path: Path, n_questions: int, kills: int, seed: int) -> None:
     q = write_questions(tmp_path / "q.jsonl", n_questions)
     total = n_questions * (len(PERSPECTIVES) + 1)
-    with start_server(make_responder(delay_s=0.01)) as srv:
+    with start_server(make_responder(delay_s=0.1)) as srv:
         cfg_ref = write_config(tmp_path / "ref.yaml", questions=q, base_url=srv.url, run_dir=tmp_path / "ref",
                                perspectives=PERSPECTIVES)
         cfg = write_config(tmp_path / "k.yaml", questions=q, base_url=srv.url, run_dir=tmp_path / "k",
