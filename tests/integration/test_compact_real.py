@@ -17,7 +17,7 @@ def test_compact_step_on_smollm2():
     from cotdistill.methods.compact import CompactMethod
     from cotdistill.methods.compact.metrics import resolve_parts
     from cotdistill.train.collate import PathCollator
-    from cotdistill.train.models import load_model_and_tokenizer
+    from cotdistill.models import load_model_and_tokenizer
 
     model, tok, _ = load_model_and_tokenizer("smollm2-135m-instruct", dtype="float32", for_training=True)
     model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0,

@@ -32,7 +32,7 @@ def cache(tmp_path_factory):
 
 
 def test_gguf_alias_conversion_and_cache_reuse(cache):
-    from cotdistill.train import models as M
+    from cotdistill import models as M
 
     try:
         gguf = M.alias_path("smollm2-135m-instruct")

@@ -28,7 +28,7 @@ CONFIG = REPO / "configs" / "synthesize_local.yaml"
 
 
 def _smollm2_available() -> bool:
-    from cotdistill.train.models import alias_path
+    from cotdistill.models import alias_path
 
     try:
         return alias_path("smollm2-135m-instruct").exists()

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def smol_dir():
-    from cotdistill.train.models import resolve_model_path
+    from cotdistill.models import resolve_model_path
 
     return resolve_model_path("smollm2-135m-instruct")
 
@@ -24,7 +24,7 @@ def test_smollm2_masks(smol_dir):
     from test_collate import INSTR, _row
 
     from cotdistill.train.collate import PathCollator, build_label_vocab, end_of_turn_text
-    from cotdistill.train.models import load_tokenizer
+    from cotdistill.models import load_tokenizer
 
     tok = load_tokenizer(smol_dir)
     assert end_of_turn_text(tok) == "<|im_end|>"

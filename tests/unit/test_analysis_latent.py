@@ -18,7 +18,7 @@ from cotdistill.analysis.latent import (
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
-    from cotdistill.train.models import load_model_and_tokenizer
+    from cotdistill.models import load_model_and_tokenizer
 
     model, tok, _ = load_model_and_tokenizer(str(tiny_model_dir), dtype="float32")
     return model, tok

@@ -114,7 +114,7 @@ def test_left_padding_batched_equals_unbatched(wild_model_dir):
     # right padding (the bug this guards against) changes some outputs
     be.tok.padding_side = "right"
     enc = be.tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-    out = be.model.generate(**enc, max_new_tokens=12, do_sample=False, pad_token_id=be.pad_id)
+    out = be.model.generate(**enc, max_new_tokens=12, do_sample=False, pad_token_id=be.tok.pad_token_id)
     right = out[:, enc["input_ids"].shape[1]:].tolist()
     assert right != [b[0] for b in batched]
 

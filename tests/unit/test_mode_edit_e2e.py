@@ -55,7 +55,7 @@ def test_mode_trains_experts_and_composes(tmp_path, tiny_model_dir):
     lines = (tmp_path / "run" / "dynamics.jsonl").read_text().splitlines()
     assert len(lines) == 4 and "w" in json.loads(lines[0])["signals"]
     # the composed adapter loads like any adapter
-    from cotdistill.train.models import load_model_and_tokenizer
+    from cotdistill.models import load_model_and_tokenizer
 
     load_model_and_tokenizer(str(tiny_model_dir), adapter=str(out))
     # a second call is a no-op

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cotdistill.errors import CotdistillError
-from cotdistill.train import models as M
+from cotdistill import models as M
 
 
 def _one_line(e: pytest.ExceptionInfo) -> str:

@@ -168,7 +168,7 @@ def extract_hidden_mean(
 
 def load_model(spec: str, adapter: str | None = None, dtype: str = "auto") -> tuple[Any, Any, dict]:
     """Load a model for feature extraction through the shared loader (GGUF, aliases, adapters)."""
-    from cotdistill.train.models import load_model_and_tokenizer
+    from cotdistill.models import load_model_and_tokenizer
 
     return load_model_and_tokenizer(spec, dtype=dtype, adapter=adapter)
 

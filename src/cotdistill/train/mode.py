@@ -114,7 +114,7 @@ def compose_experts(config: Config, experts: dict[str, Path], dev_rows: list[dic
     from cotdistill.methods.losses import sequence_ce
     from cotdistill.methods.mode import compose_lora_states, search_mixing_weights
     from cotdistill.train.collate import PathCollator, build_label_vocab
-    from cotdistill.train.models import load_model_and_tokenizer
+    from cotdistill.models import load_model_and_tokenizer
 
     mcfg = config.mode
     tc = config.effective_train("mode")

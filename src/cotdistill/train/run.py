@@ -43,7 +43,7 @@ def _cpu_only() -> bool:
 def load_student(spec: str, *, attn_implementation: str | None = None, dtype: str = "float32",
                  adapter: str | None = None):
     """Model, tokenizer and provenance for training; ``adapter`` continues training an existing LoRA adapter."""
-    from cotdistill.train.models import load_model_and_tokenizer
+    from cotdistill.models import load_model_and_tokenizer
 
     return load_model_and_tokenizer(spec, dtype=dtype, for_training=True, attn_implementation=attn_implementation,
                                     adapter=adapter)

@@ -54,14 +54,12 @@ class LocalModelResponder:
 
     def __init__(self, spec: str, *, adapter: str | None = None, dtype: str = "auto", batch_size: int = 8,
                  batch_wait_s: float = 0.02, default_max_tokens: int = 512):
-        from cotdistill.train.models import load_model_and_tokenizer
+        from cotdistill.models import end_token_ids, load_model_and_tokenizer
 
         self.model, self.tok, self.provenance = load_model_and_tokenizer(spec, dtype=dtype, adapter=adapter)
         self.name = str(spec)
         self.batch_size, self.batch_wait_s, self.default_max_tokens = batch_size, batch_wait_s, default_max_tokens
-        gen = self.model.generation_config
-        eos = gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id]
-        self.eos_ids = sorted({i for i in [*eos, self.tok.eos_token_id] if i is not None})
+        self.eos_ids = end_token_ids(self.model, self.tok)
         self._q: queue.Queue = queue.Queue()
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._loop, name="openai-server-generate", daemon=True)
@@ -112,37 +110,17 @@ class LocalModelResponder:
         """One left-padded batched ``generate``; input ``(B, L)``, output ``(B, L + T)``."""
         import torch
 
-        tok, model = self.tok, self.model
-        side = tok.padding_side
-        tok.padding_side = "left"
-        try:
-            enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        finally:
-            tok.padding_side = side
-        enc = {k: v.to(model.device) for k, v in enc.items()}
+        from cotdistill.models import generate_batch
+
         temp = float(params.get("temperature") or 0.0)
-        kw: dict[str, Any] = {"max_new_tokens": int(params.get("max_tokens") or self.default_max_tokens),
-                              "eos_token_id": self.eos_ids, "pad_token_id": tok.pad_token_id}
-        if temp > 0:
-            if params.get("seed") is not None:
-                torch.manual_seed(int(params["seed"]))
-            kw.update(do_sample=True, temperature=temp, top_p=float(params.get("top_p") or 1.0), top_k=None)
-        else:
-            kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        with torch.inference_mode():
-            out = model.generate(**enc, **kw)
-        new = out[:, enc["input_ids"].shape[1]:].tolist()
-        plen = enc["attention_mask"].sum(1).tolist()
-        res = []
-        for row, pl in zip(new, plen):
-            n, finish = len(row), "length"
-            for i, t in enumerate(row):
-                if t in self.eos_ids:
-                    n, finish = i, "stop"
-                    break
-            res.append({"text": tok.decode(row[:n], skip_special_tokens=True), "finish_reason": finish,
-                        "prompt_tokens": int(pl), "completion_tokens": n})
-        return res
+        if temp > 0 and params.get("seed") is not None:
+            torch.manual_seed(int(params["seed"]))
+        gens = generate_batch(
+            self.model, self.tok, prompts, max_new_tokens=int(params.get("max_tokens") or self.default_max_tokens),
+            eos_ids=self.eos_ids, temperature=temp, top_p=float(params.get("top_p") or 1.0),
+        )
+        return [{"text": g.text, "finish_reason": g.finish_reason, "prompt_tokens": g.prompt_tokens,
+                 "completion_tokens": len(g.ids)} for g in gens]
 
     def close(self) -> None:
         """Stop the worker thread."""

@@ -36,7 +36,7 @@ def describe_backend(name: str, model: str, *, adapter: str | None = None, dtype
     Raises the same one-line errors as building the backend would (bad model path, missing vllm, ...).
     """
     if name == "hf":
-        from cotdistill.train.models import describe_model
+        from cotdistill.models import describe_model
 
         prov = describe_model(model, dtype=dtype, adapter=adapter)
         prov.pop("resolved_path", None)
@@ -56,7 +56,7 @@ def describe_backend(name: str, model: str, *, adapter: str | None = None, dtype
                 "backend: vllm is not installed; install cotdistill[vllm] (pip install 'cotdistill[vllm]') "
                 "or use --backend hf / --backend openai"
             ) from None
-        from cotdistill.train.models import describe_model
+        from cotdistill.models import describe_model
 
         prov = describe_model(model, adapter=adapter, device="cuda")
         prov.pop("resolved_path", None)

@@ -14,12 +14,6 @@ from typing import Any
 from cotdistill.evaluate.backends.base import EvalBackend, EvalOutput, EvalRequest
 
 
-def _as_list(x) -> list[int]:
-    if x is None:
-        return []
-    return [int(i) for i in (x if isinstance(x, (list, tuple, set)) else [x])]
-
-
 class HFBackend(EvalBackend):
     """Greedy generation with a local transformers model (see :func:`load_model_and_tokenizer`)."""
 
@@ -29,7 +23,7 @@ class HFBackend(EvalBackend):
                  device: str | None = None, model_obj=None, tokenizer=None, provenance: dict | None = None):
         """Load ``model`` (spec) with ``adapter`` merged, or reuse an already loaded ``model_obj``/``tokenizer``."""
         if model_obj is None:
-            from cotdistill.train.models import load_model_and_tokenizer
+            from cotdistill.models import load_model_and_tokenizer
 
             model_obj, tokenizer, provenance = load_model_and_tokenizer(
                 model, dtype=dtype, adapter=adapter, for_training=False, device=device
@@ -37,9 +31,9 @@ class HFBackend(EvalBackend):
         self.model, self.tok = model_obj, tokenizer
         self.batch_size = int(batch_size)
         self._prov = dict(provenance or {"model": model})
-        gen = self.model.generation_config
-        self.eos_ids = sorted(set(_as_list(gen.eos_token_id)) | set(_as_list(self.tok.eos_token_id)))
-        self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.eos_ids[0]
+        from cotdistill.models import end_token_ids
+
+        self.eos_ids = end_token_ids(self.model, self.tok)
 
     def provenance(self) -> dict[str, Any]:
         """Model, weights hash, adapter, chat-template hash and dtype of the loaded model."""
@@ -58,33 +52,10 @@ class HFBackend(EvalBackend):
         Returns per prompt ``(new_token_ids, text, finish_reason)``; ids stop before the first end token.
         Shapes: input_ids/attention_mask ``(B, L_max)``; output ``(B, L_max + T_new)``.
         """
-        import torch
+        from cotdistill.models import generate_batch
 
-        tok, model = self.tok, self.model
-        old_side = tok.padding_side
-        tok.padding_side = "left"
-        try:
-            enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        finally:
-            tok.padding_side = old_side
-        enc = {k: v.to(model.device) for k, v in enc.items()}
-        with torch.inference_mode():
-            out = model.generate(
-                **enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                eos_token_id=self.eos_ids, pad_token_id=self.pad_id,
-                temperature=None, top_p=None, top_k=None,
-            )
-        new = out[:, enc["input_ids"].shape[1]:].tolist()
-        res = []
-        eos = set(self.eos_ids)
-        for row in new:
-            n, finish = len(row), "length"
-            for i, t in enumerate(row):
-                if t in eos:
-                    n, finish = i, "stop"
-                    break
-            res.append((row[:n], tok.decode(row[:n], skip_special_tokens=True), finish))
-        return res
+        gens = generate_batch(self.model, self.tok, prompts, max_new_tokens=max_new_tokens, eos_ids=self.eos_ids)
+        return [(g.ids, g.text, g.finish_reason) for g in gens]
 
     def generate(self, requests: list[EvalRequest], *, max_new_tokens: int, seed: int = 0) -> Iterator[list[EvalOutput]]:
         """Length-sorted batches of ``batch_size`` (longest first); yields each finished batch."""

@@ -27,7 +27,7 @@ class VLLMEvalBackend(EvalBackend):
                 "backend: vllm is not installed; install cotdistill[vllm] (pip install 'cotdistill[vllm]') "
                 "or use --backend hf / --backend openai"
             ) from None
-        from cotdistill.train.models import describe_model
+        from cotdistill.models import describe_model
 
         self._prov = describe_model(model, adapter=adapter, device="cuda")
         self._prov["dtype"] = dtype  # vLLM resolves 'auto' itself (bf16 on most GPUs)

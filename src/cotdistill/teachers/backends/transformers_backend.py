@@ -1,6 +1,6 @@
 """A local teacher run with transformers ``generate`` (batched sampling on CPU or GPU).
 
-The model comes from :func:`cotdistill.train.models.load_model_and_tokenizer` (HF id, local folder,
+The model comes from :func:`cotdistill.models.load_model_and_tokenizer` (HF id, local folder,
 .gguf or alias). Prompts are rendered with the tokenizer's chat template, padded on the left, sorted by
 length and generated ``batch_size`` at a time with the teacher's temperature / top_p. Each batch is
 seeded from the teacher seed and the batch's request keys, so a given batch is reproducible; a resumed
@@ -39,7 +39,7 @@ class TransformersBackend(TeacherBackend):
     def _load(self) -> None:
         if self._model is not None:
             return
-        from cotdistill.train.models import load_model_and_tokenizer
+        from cotdistill.models import load_model_and_tokenizer
 
         self._model, self._tok, self._prov = load_model_and_tokenizer(self.model_spec, dtype=self.dtype)
         self._model.eval()
@@ -67,6 +67,8 @@ class TransformersBackend(TeacherBackend):
         of the first request (the synthesis loop sends one teacher's requests, which all share them)."""
         import torch
 
+        from cotdistill.models import end_token_ids, generate_batch
+
         if not requests:
             return
         self._load()
@@ -74,7 +76,7 @@ class TransformersBackend(TeacherBackend):
         prompts = [(r, self._render(r.messages)) for r in requests]
         lengths = {r.key: len(tok(p, add_special_tokens=False)["input_ids"]) for r, p in prompts}
         prompts.sort(key=lambda rp: (lengths[rp[0].key], rp[0].key))
-        eos_ids = {i for i in [tok.eos_token_id, tok.pad_token_id] if i is not None}
+        eos_ids = end_token_ids(model, tok)
         for start in range(0, len(prompts), self.batch_size):
             if self.stop_event.is_set():
                 return
@@ -82,31 +84,19 @@ class TransformersBackend(TeacherBackend):
             first = chunk[0][0]
             t0 = time.monotonic()
             try:
-                enc = tok([p for _, p in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
-                enc = {k: v.to(model.device) for k, v in enc.items()}
                 seed = int(stable_hash([first.seed, [r.key for r, _ in chunk]]), 16) % (2**31)
                 torch.manual_seed(seed)
-                sample = first.temperature > 0
-                gen_kwargs: dict[str, Any] = {"max_new_tokens": first.max_new_tokens, "do_sample": sample,
-                                              "pad_token_id": tok.pad_token_id}
-                if sample:
-                    gen_kwargs.update(temperature=first.temperature, top_p=first.top_p)
-                with torch.no_grad():
-                    out = model.generate(**enc, **gen_kwargs)
-                new = out[:, enc["input_ids"].shape[1] :]
+                gens = generate_batch(
+                    model, tok, [p for _, p in chunk], max_new_tokens=first.max_new_tokens,
+                    eos_ids=eos_ids, temperature=first.temperature, top_p=first.top_p,
+                )
             except Exception as e:  # e.g. CUDA OOM: record the whole batch as failed, keep going
                 for r, _ in chunk:
                     yield GenResult(r.key, error=f"{type(e).__name__}: {e}".splitlines()[0][:300])
                 continue
             dt = time.monotonic() - t0
-            for (r, _), row in zip(chunk, new.tolist()):
-                n = len(row)
-                finish = "length"
-                for i, t in enumerate(row):
-                    if t in eos_ids:
-                        n, finish = i, "stop"
-                        break
-                text = tok.decode(row[:n], skip_special_tokens=True)
+            for (r, _), g in zip(chunk, gens):
+                text, finish, n = g.text, g.finish_reason, len(g.ids)
                 yield GenResult(
                     r.key, text=text, finish_reason=finish, latency_s=dt,
                     usage={"prompt_tokens": lengths[r.key], "completion_tokens": n, "batch_seed": seed},

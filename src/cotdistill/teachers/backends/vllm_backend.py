@@ -55,7 +55,7 @@ class VLLMBackend(TeacherBackend):
         if self._llm is None:
             path = self.model_spec
             if path.endswith(".gguf") or path == "smollm2-135m-instruct":
-                from cotdistill.train.models import resolve_model_path
+                from cotdistill.models import resolve_model_path
 
                 path = str(resolve_model_path(path))
             self._llm = LLM(model=path, tensor_parallel_size=self.tensor_parallel_size, dtype=self.dtype)
