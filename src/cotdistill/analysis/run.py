@@ -73,18 +73,23 @@ def _provenance(summ: dict[str, dict], bench: str) -> dict:
 def _choose_benchmark(run_dir: Path, tags: list[str], summaries: dict, requested: str | None, ood: list[str]) -> str | None:
     from cotdistill.analysis.forgetting import benchmark_role
 
+    from cotdistill.evaluate.runner import bench_file_stem
+
     def has(tag: str, b: str) -> bool:
-        return (run_dir / "eval" / tag / f"{b}.jsonl").exists()
+        return (run_dir / "eval" / tag / f"{bench_file_stem(b)}.jsonl").exists()
 
     if requested:
         missing = [t for t in tags if not has(t, requested)]
         if missing:
-            raise CotdistillError(f"{run_dir / 'eval' / missing[0] / (requested + '.jsonl')}: not found (--benchmark)")
+            raise CotdistillError(
+                f"{run_dir / 'eval' / missing[0] / (bench_file_stem(requested) + '.jsonl')}: not found (--benchmark)"
+            )
         return requested
     order: list[str] = []
     for t in tags:
         order += [b for b in summaries.get(t, {}) if b not in order]
-        order += [p.stem for p in sorted((run_dir / "eval" / t).glob("*.jsonl")) if p.stem not in order]
+        stems = {bench_file_stem(b) for b in order}
+        order += [p.stem for p in sorted((run_dir / "eval" / t).glob("*.jsonl")) if p.stem not in stems | set(order)]
     common = [b for b in order if all(has(t, b) for t in tags)]
     if not common:
         return None
@@ -194,7 +199,9 @@ def _latent(run_dir, out_dir, tags, base, bench, summaries, overrides, cfg, n_q,
     from cotdistill.analysis.dpmm import analyze_features, plot_tsne
     from cotdistill.analysis.forgetting import linear_cka
 
-    recs = {t: _eval_records(run_dir / "eval" / t / f"{bench}.jsonl") for t in tags}
+    from cotdistill.evaluate.runner import bench_file_stem
+
+    recs = {t: _eval_records(run_dir / "eval" / t / f"{bench_file_stem(bench)}.jsonl") for t in tags}
     by_id = {t: {str(r["id"]): r for r in rs} for t, rs in recs.items()}
     ids = [i for i in dict.fromkeys(str(r["id"]) for r in recs[tags[0]])  # unique, file order; last record wins
            if all(i in by_id[t] for t in tags)][:n_q]
