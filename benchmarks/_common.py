@@ -98,7 +98,8 @@ def command_line() -> str:
         argv[0] = str(Path(argv[0]).resolve().relative_to(ROOT))
     except ValueError:
         pass
-    return "python " + " ".join(shlex.quote(a) for a in argv)
+    env = " ".join(f"{k}={os.environ[k]}" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ)
+    return (env + " " if env else "") + "python " + " ".join(shlex.quote(a) for a in argv)
 
 
 def append_results(title: str, info_before: dict, info_after: dict, body_md: str) -> None:
