@@ -37,7 +37,7 @@ def worker(name: str, spec: dict, out: str) -> None:
 
     import cotdistill.methods.registry as registry
     from cotdistill.config import Config
-    from cotdistill.train.models import load_model_and_tokenizer
+    from cotdistill.models import load_model_and_tokenizer
     from cotdistill.train.run import _bf16_enabled, train
 
     t_start = time.perf_counter()
@@ -115,7 +115,7 @@ def main() -> None:
     if a.worker:
         worker(a.worker, json.loads(a.spec), a.out)
         return
-    from cotdistill.train.models import resolve_model_path
+    from cotdistill.models import resolve_model_path
 
     if a.model != "tiny":
         resolve_model_path(a.model)

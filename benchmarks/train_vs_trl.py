@@ -172,7 +172,7 @@ def worker(name: str, spec: dict, out: str) -> None:
     bf16 = _bf16_enabled(True)
     timer = _timer_callback()
     tmp = Path(spec["tmp"])
-    from cotdistill.train.models import load_model_and_tokenizer
+    from cotdistill.models import load_model_and_tokenizer
 
     if name == "cotdistill":
         from cotdistill.train.run import train
@@ -260,7 +260,7 @@ def main() -> None:
         worker(a.worker, json.loads(a.spec), a.out)
         return
 
-    from cotdistill.train.models import resolve_model_path
+    from cotdistill.models import resolve_model_path
 
     if a.model != "tiny":
         resolve_model_path(a.model)  # convert the GGUF once, outside the measured processes
