@@ -181,3 +181,19 @@ def median_run(runs: list[dict], key: str) -> dict:
     med = dict(ok[(len(ok) - 1) // 2])
     med[f"all_{key}"] = [r[key] for r in runs if "error" not in r]
     return med
+
+
+def run_rounds(script: str, variants: list[str], spec: dict, rounds: int) -> dict[str, list[dict]]:
+    """Run every variant's worker ``rounds`` times (interleaved); a failing variant is recorded, not fatal."""
+    runs: dict[str, list[dict]] = {}
+    for rnd in range(rounds):
+        for v in variants:
+            print(f"--- round {rnd + 1}: {v} ...", flush=True)
+            try:
+                r = run_worker(script, v, spec)
+            except Exception as e:  # noqa: BLE001
+                print(f"{v} FAILED: {e}")
+                r = {"variant": v, "error": str(e).splitlines()[0][:200]}
+            print(json.dumps(r), flush=True)
+            runs.setdefault(v, []).append(r)
+    return runs

@@ -125,17 +125,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-methods-") as tmp:
         spec = {"tmp": tmp, "model": a.model, "questions": q, "k": a.k, "max_seq_len": a.max_seq_len,
                 "grad_ckpt": not a.no_grad_ckpt}
-        runs: dict[str, list[dict]] = {}
-        for rnd in range(a.repeat or (1 if a.quick else 2)):
-            for m in a.methods.split(","):
-                print(f"--- round {rnd + 1}: {m} ...", flush=True)
-                try:
-                    r = C.run_worker(__file__, m, spec)
-                except Exception as e:  # noqa: BLE001
-                    print(f"{m} FAILED: {e}")
-                    r = {"variant": m, "error": str(e).splitlines()[0][:200]}
-                print(json.dumps(r), flush=True)
-                runs.setdefault(m, []).append(r)
+        runs = C.run_rounds(__file__, a.methods.split(","), spec, a.repeat or (1 if a.quick else 2))
     info1 = C.machine_info()
     results = [C.median_run(rs, "ms_per_token") for rs in runs.values()]
     base = next((r for r in results if r["variant"] == "std_cot" and "error" not in r), None)

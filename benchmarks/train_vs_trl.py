@@ -270,17 +270,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         spec = {"tmp": tmp, "model": a.model, "questions": q, "k": a.k, "max_seq_len": a.max_seq_len,
                 "grad_ckpt": not a.no_grad_ckpt}
-        runs: dict[str, list[dict]] = {}
-        for rnd in range(a.repeat or (1 if a.quick else 2)):
-            for v in a.variants.split(","):
-                print(f"--- round {rnd + 1}: {v} ...", flush=True)
-                try:
-                    r = C.run_worker(__file__, v, spec)
-                except Exception as e:  # noqa: BLE001 - a failing reference variant is recorded, not fatal
-                    print(f"{v} FAILED: {e}")
-                    r = {"variant": v, "error": str(e).splitlines()[0][:200]}
-                print(json.dumps(r), flush=True)
-                runs.setdefault(v, []).append(r)
+        runs = C.run_rounds(__file__, a.variants.split(","), spec, a.repeat or (1 if a.quick else 2))
     info1 = C.machine_info()
     results = [C.median_run(rs, "tokens_per_s") for rs in runs.values()]
     ours = next((r for r in results if r["variant"] == "cotdistill" and "error" not in r), None)
