@@ -49,13 +49,9 @@ def describe_backend(name: str, model: str, *, adapter: str | None = None, dtype
         return {"model": model, "model_sha": None, "adapter": None, "adapter_sha": None,
                 "chat_template_sha": None, "dtype": "server", "base_url": base_url.rstrip("/")}
     if name == "vllm":
-        try:
-            import vllm
-        except ImportError:
-            raise CotdistillError(
-                "backend: vllm is not installed; install cotdistill[vllm] (pip install 'cotdistill[vllm]') "
-                "or use --backend hf / --backend openai"
-            ) from None
+        from cotdistill.evaluate.backends.vllm import import_vllm
+
+        import_vllm()
         from cotdistill.models import describe_model
 
         prov = describe_model(model, adapter=adapter, device="cuda")

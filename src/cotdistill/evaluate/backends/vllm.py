@@ -13,6 +13,18 @@ from cotdistill.errors import CotdistillError
 from cotdistill.evaluate.backends.base import EvalBackend, EvalOutput, EvalRequest
 
 
+def import_vllm():
+    """The vllm module, or a one-line error saying how to install it."""
+    try:
+        import vllm
+    except ImportError:
+        raise CotdistillError(
+            "backend: vllm is not installed; install cotdistill[vllm] (pip install 'cotdistill[vllm]') "
+            "or use --backend hf / --backend openai"
+        ) from None
+    return vllm
+
+
 class VLLMEvalBackend(EvalBackend):
     """Greedy ``vllm.LLM.chat`` in chunks of ``chunk_size`` prompts (vLLM batches internally)."""
 
@@ -20,13 +32,7 @@ class VLLMEvalBackend(EvalBackend):
 
     def __init__(self, model: str, *, adapter: str | None = None, dtype: str = "auto",
                  tensor_parallel_size: int = 1, chunk_size: int = 256, max_lora_rank: int = 64):
-        try:
-            import vllm
-        except ImportError:
-            raise CotdistillError(
-                "backend: vllm is not installed; install cotdistill[vllm] (pip install 'cotdistill[vllm]') "
-                "or use --backend hf / --backend openai"
-            ) from None
+        vllm = import_vllm()
         from cotdistill.models import describe_model
 
         self._prov = describe_model(model, adapter=adapter, device="cuda")
