@@ -146,12 +146,16 @@ def train_cmd(
 def compare_cmd(
     config: Annotated[Path, typer.Argument(help="YAML config; `compare.methods` x `compare.seeds` are trained.")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print every cell's plan and exit.")] = False,
+    methods: Annotated[Optional[str], typer.Option(
+        "--methods", help="Comma-separated subset of compare.methods to run now (one process per device); "
+        "a final call without it writes the full table.")] = None,
 ) -> None:
     """Train and evaluate methods x seeds on the same curated data; write compare.md/json (papers' layout)."""
     from cotdistill.compare import run_compare
     from cotdistill.config import load_config
 
-    run_compare(load_config(config), dry_run=dry_run, echo=typer.echo)
+    chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods is not None else None
+    run_compare(load_config(config), dry_run=dry_run, echo=typer.echo, methods=chosen)
 
 
 @app.command("run")

@@ -32,7 +32,29 @@ def method_config(cfg: Config, method: str, seed: int) -> Config:
     c.run.name = f"{cfg.run.name}/{method}-s{seed}"
     c.analysis.enabled = False
     c.report.enabled = False
+    if method == "edit" and edit_continues_std_cot(cfg):
+        # EDIT is a Std-CoT warm start followed by KRSL: continue this seed's Std-CoT cell rather than
+        # training an identical Std-CoT a second time inside the EDIT cell.
+        key = "init_adapter" if cfg.effective_train("edit").finetune == "lora" else "model"
+        c.edit = c.edit.model_copy(
+            update={"init_from": "none", "train": dict(cfg.edit.train) | {key: str(std_cot_student(cfg, seed))}}
+        )
     return c
+
+
+def edit_continues_std_cot(cfg: Config) -> bool:
+    """Whether the EDIT cells start from the Std-CoT cells' students (both compared, EDIT warm-started)."""
+    return cfg.edit.init_from == "std_cot" and "std_cot" in cfg.compare.methods
+
+
+def std_cot_student(cfg: Config, seed: int) -> Path:
+    """The Std-CoT cell's trained student (EDIT's starting point in a comparison)."""
+    return cfg.run_dir() / f"std_cot-s{seed}" / "student"
+
+
+def cell_order(methods: list[str]) -> list[str]:
+    """Methods in run order: EDIT after Std-CoT, whose student it continues."""
+    return sorted(methods, key=lambda m: (m == "edit", methods.index(m)))
 
 
 def _correct_vector(eval_dir: Path, bench: str) -> dict[str, bool]:
@@ -110,23 +132,44 @@ def table_markdown(table: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_compare(cfg: Config, *, dry_run: bool = False, echo: Callable[[str], None] = print) -> dict[str, Any] | None:
-    """Run the shared stages once, then every (method, seed) cell; write ``compare.{md,json}``."""
+def run_compare(cfg: Config, *, dry_run: bool = False, echo: Callable[[str], None] = print,
+                methods: list[str] | None = None) -> dict[str, Any] | None:
+    """Run the shared stages once, then every (method, seed) cell; write ``compare.{md,json}``.
+
+    ``methods`` (a subset of ``compare.methods``) runs only those cells and tabulates only them: start one
+    process per subset to use several devices, then run once more without it for the full table (finished
+    cells are skipped). Start the second process after the first has finished the shared stages.
+    """
     from cotdistill.pipeline import run_pipeline
 
+    chosen = list(cfg.compare.methods)
+    if methods is not None:
+        unknown = [m for m in methods if m not in chosen]
+        if unknown or not methods:
+            raise CotdistillError(
+                f"--methods: {', '.join(unknown) or '(empty)'} not in compare.methods ({', '.join(chosen)})"
+            )
+        chosen = [m for m in chosen if m in methods]
     shared = cfg.run_dir()
     echo(f"== shared stages in {shared}")
     run_pipeline(cfg, dry_run=dry_run, echo=echo, only=SHARED_STAGES)
     cells: dict[str, list[Path]] = {}
-    for method in cfg.compare.methods:
+    for method in cell_order(chosen):
         for seed in cfg.compare.seeds:
             mc = method_config(cfg, method, seed)
+            if method == "edit" and edit_continues_std_cot(cfg) and not dry_run:
+                start = std_cot_student(cfg, seed)
+                if not (start / "adapter_config.json").exists() and not (start / "config.json").exists():
+                    raise CotdistillError(
+                        f"{start}: EDIT continues the Std-CoT cell of seed {seed}, which has not finished: "
+                        "run the comparison with std_cot first"
+                    )
             echo(f"== {method}, seed {seed} in {mc.run_dir()}")
             run_pipeline(mc, dry_run=dry_run, echo=echo, only=METHOD_STAGES, shared_dir=shared)
             cells.setdefault(method, []).append(mc.run_dir() / "eval" / method)
     if dry_run:
         return None
-    table = build_table(shared, cells, list(cfg.eval.benchmarks))
+    table = build_table(shared, {m: cells[m] for m in chosen}, list(cfg.eval.benchmarks))
     table["provenance"] = {"config": json.loads(json.dumps(cfg.model_dump(mode="json"))), "seeds": cfg.compare.seeds}
     atomic_write_json(shared / "compare.json", table)
     md = table_markdown(table)

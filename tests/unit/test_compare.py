@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from cotdistill.compare import bootstrap_ci, build_table, method_config, table_markdown
+from cotdistill.compare import bootstrap_ci, build_table, cell_order, method_config, table_markdown
 from cotdistill.config import Config
 
 
@@ -56,3 +56,24 @@ def test_method_config_keeps_data_and_eval():
     m = method_config(cfg, "sbs", 3)
     assert (m.method, m.train.seed, m.run.name, m.eval.limit) == ("sbs", 3, "cmp/sbs-s3", 7)
     assert cfg.method == "std_cot" and cfg.train.seed == 0  # the original is untouched
+
+
+def test_edit_continues_the_std_cot_cell():
+    cfg = Config.model_validate({"run": {"name": "cmp", "output_dir": "out"},
+                                 "compare": {"methods": ["edit", "std_cot"], "seeds": [1]},
+                                 "edit": {"train": {"max_steps": 5}}})
+    m = method_config(cfg, "edit", 1)
+    assert m.edit.init_from == "none"
+    assert m.edit.train == {"max_steps": 5, "init_adapter": str(cfg.run_dir() / "std_cot-s1" / "student")}
+    assert cell_order(["edit", "mind", "std_cot"]) == ["mind", "std_cot", "edit"]
+    alone = Config.model_validate({"compare": {"methods": ["edit"]}})
+    assert method_config(alone, "edit", 0).edit.init_from == "std_cot"  # no Std-CoT cell: EDIT warms up itself
+
+
+def test_methods_subset_must_be_compared(tmp_path):
+    from cotdistill.compare import run_compare
+    from cotdistill.errors import CotdistillError
+
+    cfg = Config.model_validate({"run": {"output_dir": str(tmp_path)}, "compare": {"methods": ["std_cot"]}})
+    with pytest.raises(CotdistillError, match="--methods: mind not in compare.methods"):
+        run_compare(cfg, methods=["mind"], dry_run=True)

@@ -162,6 +162,18 @@ def test_cap_picks_perspectives_seeded_per_question(tmp_path):
     assert [tuple(p["perspective"] for p in r["paths"]) for r in ds2["train"]] == picks
 
 
+def test_cap_below_teacher_count_rotates_teachers(tmp_path):
+    """Regression: with fewer slots than teachers, the cap kept the alphabetically first teachers on every
+    question (4 teachers, cap 2: gemini and gpt-3.5 always, gpt-4o and llama never)."""
+    teachers = ("a", "b", "c", "d")
+    records = [rec(f"q{i}", teacher=t, raw=f"q{i} {t}: 3 + 4 = 7.\nThe answer is 7") for i in range(40) for t in teachers]
+    ds, _ = build(tmp_path, records, max_paths_per_question=2)
+    kept = [p["teacher"] for r in ds["train"] for p in r["paths"]]
+    assert len(kept) == 80 and all(len(r["paths"]) == 2 for r in ds["train"])
+    assert all(kept.count(t) >= 10 for t in teachers), {t: kept.count(t) for t in teachers}
+    assert all(len({p["teacher"] for p in r["paths"]}) == 2 for r in ds["train"])  # still two teachers each
+
+
 def test_teacher_and_perspective_selection_and_labels(tmp_path):
     records = [
         rec(q, teacher=t, persp=p, raw=f"{q} by {t} in style {p}: 3 + 4 = 7.\nThe answer is 7")

@@ -71,13 +71,15 @@ def _score(rec: dict) -> tuple[str | None, bool]:
 
 def _order_round_robin(paths: list[dict], rng: random.Random) -> list[dict]:
     """Interleave teachers so a cap keeps every teacher represented; within a teacher the order is a
-    seeded shuffle, so a cap does not always keep the same (e.g. the tersest) perspectives."""
+    seeded shuffle, so a cap does not always keep the same (e.g. the tersest) perspectives. The teachers'
+    order is shuffled too: a cap below the number of teachers must not always keep the same teachers."""
     by_teacher: dict[str, list[dict]] = defaultdict(list)
     for p in paths:
         by_teacher[p["teacher"]].append(p)
     queues = [by_teacher[t] for t in sorted(by_teacher)]
     for q in queues:
         rng.shuffle(q)
+    rng.shuffle(queues)
     out: list[dict] = []
     i = 0
     while any(i < len(q) for q in queues):
