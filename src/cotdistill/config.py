@@ -188,6 +188,11 @@ class TrainConfig(Section):
     grad_accum: int = Field(4, ge=1)
     max_grad_norm: float = Field(1.0, gt=0)
     paths_micro_batch: int = Field(8, ge=1, description="Paths per forward chunk (memory-safe exact gradient).")
+    share_prompt: bool = Field(
+        False,
+        description="Pack the paths of a question that share its prompt into one sequence [prompt, path_1, ..., "
+        "path_K] (4-D mask, restarted positions): the prompt is computed once instead of K times; same logits.",
+    )
     padding_side: Literal["right"] = Field("right", description="Training pads right (§0.7).")
     bf16: bool = Field(True, description="bf16 autocast where supported.")
     gradient_checkpointing: bool = Field(True)
@@ -444,20 +449,70 @@ def _format_errors(source: str, err: ValidationError, prefix: str = "") -> str:
     return f"{source}: " + "; ".join(parts)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (plain PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}'", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _check_benchmarks(cfg: Config, source: str) -> None:
+    """Every benchmark name in the config is a registry name, an alias or ``jsonl:PATH`` (typos fail here)."""
+    from cotdistill.data.registry import canonical_name, list_benchmarks
+
+    for dotted, specs in (("data.question_pool", cfg.data.question_pool), ("eval.benchmarks", cfg.eval.benchmarks),
+                          ("curate.eval_guard", cfg.curate.eval_guard),
+                          ("analysis.ood_benchmarks", cfg.analysis.ood_benchmarks)):
+        for i, spec in enumerate(specs):
+            try:
+                canonical_name(spec)
+            except CotdistillError:
+                raise CotdistillError(f"{source}: {dotted}[{i}]: unknown benchmark {spec!r}; known: "
+                                      f"{', '.join(list_benchmarks())}, jsonl:PATH") from None
+
+
+def _check_consistency(cfg: Config, source: str) -> None:
+    """Cross-key checks that pydantic's per-field validation cannot see."""
+    cur = cfg.curate
+    if cur.max_paths_per_question is not None and cur.max_paths_per_question < cur.filter.min_correct_paths:
+        raise CotdistillError(
+            f"{source}: curate.max_paths_per_question: smaller than curate.filter.min_correct_paths "
+            f"({cur.max_paths_per_question} < {cur.filter.min_correct_paths}): every question would be dropped"
+        )
+    _check_benchmarks(cfg, source)
+
+
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
     """Read and validate a YAML config. Errors are one line: ``FILE: dotted.key: message``.
 
     ``overrides`` maps dotted keys to values (``{"train.lr": 1e-4}``) applied before validation.
+    Also refused: an empty file, non-UTF-8 bytes, a key given twice, unknown benchmark names and
+    contradictory keys (see :func:`_check_consistency`).
     """
     path = Path(path)
     if not path.is_file():
         raise CotdistillError(f"{path}: config file not found")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CotdistillError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                              "save the config as UTF-8") from None
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
         raise CotdistillError(f"{path}{where}: invalid YAML ({getattr(e, 'problem', e)})") from None
+    if raw is None and not (overrides or {}):
+        raise CotdistillError(f"{path}: config is empty (expected a mapping of sections, e.g. `train:`)")
+    raw = raw or {}
     if not isinstance(raw, dict):
         raise CotdistillError(f"{path}: top level must be a mapping of sections")
     for dotted, value in (overrides or {}).items():
@@ -467,9 +522,11 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
             node = node.setdefault(key, {})
         node[leaf] = value
     try:
-        return Config.model_validate(raw)
+        cfg = Config.model_validate(raw)
     except ValidationError as e:
         raise CotdistillError(_format_errors(str(path), e)) from None
+    _check_consistency(cfg, str(path))
+    return cfg
 
 
 def dump_config(config: Config) -> str:

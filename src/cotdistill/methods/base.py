@@ -15,6 +15,8 @@ path_valid         [N] bool        a real path (False = padding slot for questio
 question_index     [N] long        which of the Q questions of the micro-step the path belongs to
 path_slot          [N] long        index of the path's label (perspective or teacher) in the dataset vocabulary
 question_row       [Q] long        row of each question in the training dataset (for per-question caches)
+prompt_len         [N] long        tokens of the row's prompt (chat template + question), the same for a question
+share_prompt       [N] bool        ``train.share_prompt``: the row may share its prompt forward (methods/packing.py)
 =================  ==============  ===========================================================
 
 Methods may ask the collator for extra keys (e.g. SbS label views, EDIT token weights).

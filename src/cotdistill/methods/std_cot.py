@@ -21,18 +21,24 @@ from torch import nn
 
 from cotdistill.methods.base import Method
 from cotdistill.methods.losses import sequence_ce
+from cotdistill.methods.packing import model_logits, pack_kwargs
 
 STANDARD_PERSPECTIVE = "standard"
 
 
 def forward_logits(model: nn.Module, batch: dict[str, torch.Tensor], rows: torch.Tensor | None = None,
                    prefix: str = "") -> torch.Tensor:
-    """Logits [n, T, V] for the selected rows (all rows if None) of ``{prefix}input_ids``, trimmed to real length."""
+    """Logits [n, T, V] for the selected rows (all rows if None) of ``{prefix}input_ids``, trimmed to real length.
+
+    When the batch carries ``{prefix}share_prompt`` (``train.share_prompt``), the rows of one question that hold
+    the same prompt go through one prompt-shared packed forward (:mod:`cotdistill.methods.packing`); the logits
+    are the same as the plain forward's, in the same layout.
+    """
     ids, attn = batch[f"{prefix}input_ids"], batch[f"{prefix}attention_mask"]
     if rows is not None:
         ids, attn = ids[rows], attn[rows]
     t = int(attn.sum(-1).max().item()) if attn.numel() else 0  # drop columns that are padding in every row
-    return model(input_ids=ids[:, :t], attention_mask=attn[:, :t]).logits
+    return model_logits(model, ids[:, :t], attn[:, :t], **pack_kwargs(batch, rows, prefix))
 
 
 def chunks(idx: torch.Tensor, size: int) -> list[torch.Tensor]:

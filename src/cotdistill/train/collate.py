@@ -98,8 +98,11 @@ class PathCollator:
             target ``"The answer is: {a}" + eot`` after a prompt opened with this prefix.
         pad_paths: pad every question to the micro-step's largest K with invalid slots (``path_valid`` False)
             so methods can view the batch as [Q, K, T].
+        share_prompt: ``train.share_prompt``: mark every row as allowed to share its prompt with the other
+            rows of its question in one packed forward (key ``share_prompt``; see ``methods/packing.py``).
 
-    Extra keys always present: ``truncated`` [N] bool (the rationale lost tokens), ``num_paths`` [Q] long.
+    Extra keys always present: ``truncated`` [N] bool (the rationale lost tokens), ``num_paths`` [Q] long,
+    ``prompt_len`` [N] long (prompt tokens at the start of the row), ``share_prompt`` [N] bool.
     """
 
     def __init__(
@@ -115,6 +118,7 @@ class PathCollator:
         user_prefix: str = "",
         label_view_prefix: str | None = None,
         pad_paths: bool = True,
+        share_prompt: bool = False,
     ):
         self.tok = tokenizer
         self.max_seq_len = int(max_seq_len)
@@ -127,6 +131,7 @@ class PathCollator:
         self.user_prefix = user_prefix
         self.label_view_prefix = label_view_prefix
         self.pad_paths = pad_paths
+        self.share_prompt = bool(share_prompt)
         self.eot_text = end_of_turn_text(tokenizer)
         self.eot_ids = self._ids(self.eot_text)
         # pad id only fills the tensor; padding is told apart by attention_mask
@@ -166,7 +171,7 @@ class PathCollator:
     def encode(self, prompt: list[int], rationale: list[int], head: list[int], value: list[int]) -> dict[str, Any]:
         """Assemble one sequence with its labels and answer mask, truncating to ``max_seq_len``.
 
-        Returns dict(ids, labels, answer_mask: list[bool], answer_valid, truncated).
+        Returns dict(ids, labels, answer_mask: list[bool], answer_valid, truncated, prompt_len).
         """
         budget = self.max_seq_len
         suffix_len = len(head) + len(value) + len(self.eot_ids)
@@ -190,7 +195,8 @@ class PathCollator:
             ids, labels = ids[:budget], labels[:budget]
         answer_valid = span_end <= len(ids) and span_end > span_start
         amask = [span_start <= i < span_end for i in range(len(ids))]
-        return {"ids": ids, "labels": labels, "answer_mask": amask, "answer_valid": answer_valid, "truncated": truncated}
+        return {"ids": ids, "labels": labels, "answer_mask": amask, "answer_valid": answer_valid, "truncated": truncated,
+                "prompt_len": min(len(prompt), len(ids))}
 
     # ------------------------------------------------------------------ batch
     def _pad(self, seqs: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -247,6 +253,8 @@ class PathCollator:
         batch["path_slot"] = torch.tensor(slots, dtype=torch.long)
         batch["question_row"] = torch.tensor([int(r.get("_row", -1)) for r in rows], dtype=torch.long)
         batch["num_paths"] = torch.tensor([len(r["paths"]) for r in rows], dtype=torch.long)
+        batch["prompt_len"] = torch.tensor([s["prompt_len"] for s in seqs], dtype=torch.long)
+        batch["share_prompt"] = torch.full((len(seqs),), self.share_prompt, dtype=torch.bool)
         if label_views:
             lv = self._pad(label_views)
             for k, v in lv.items():

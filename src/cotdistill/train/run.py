@@ -152,6 +152,7 @@ def train(
         answer_suffix=config.data.answer_suffix,
         label_vocab=label_vocab,
         answer_span_scope=config.data.answer_span_scope,
+        share_prompt=tc.share_prompt,
         **(method.collator_kwargs() if hasattr(method, "collator_kwargs") else {}),
     )
     if getattr(method, "collator_kind", "paths") == "dual_cot":  # EDIT: chosen/rejected pairs

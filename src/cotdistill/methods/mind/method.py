@@ -25,6 +25,7 @@ from cotdistill.methods.losses import answer_log_probs, divergence, sequence_ce
 from cotdistill.methods.mind.calibration import LossEMA, calibration_loss
 from cotdistill.methods.mind.metanet import MetaNet
 from cotdistill.methods.mind.selection import select_and_weight, uniform_weights
+from cotdistill.methods.packing import model_logits, pack_kwargs
 from cotdistill.utils.io import stable_hash
 
 log = logging.getLogger(__name__)
@@ -383,7 +384,7 @@ class MindMethod(Method):
         ids = batch["input_ids"][idx_dev][:, :width].to(device)
         att = att[:, :width].to(device)
         labels = batch["labels"][idx_dev][:, :width].to(device)
-        logits = model(input_ids=ids, attention_mask=att).logits
+        logits = model_logits(model, ids, att, **pack_kwargs(batch, idx_dev, device=device))  # train.share_prompt
         ce = sequence_ce(logits, labels)
         if not need_p:
             return ce, None, None
