@@ -62,8 +62,9 @@ def synthesize_cmd(
     rd = run_dir or cfg.run_dir()
     if not cfg.teachers and not cfg.data.imports:
         raise CotdistillError(f"{config}: teachers: no teachers and no data.imports: nothing to synthesize")
-    for spec in cfg.data.imports:
-        s = import_rationales(spec.format, spec.path, RationaleStore(rd / STORE_SUBDIR), **spec.options)
+    for i, spec in enumerate(cfg.data.imports):
+        s = import_rationales(spec.format, spec.path, RationaleStore(rd / STORE_SUBDIR),
+                              where=f"{config}: data.imports[{i}].path", **spec.options)
         typer.echo(f"import {s['format']}: {s['added']} added, {s['skipped_existing']} already stored, "
                    f"unmatched {s['unmatched'] or 0}")
     if cfg.teachers:

@@ -378,7 +378,13 @@ def load_model_and_tokenizer(
     if adapter_path is not None:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, adapter_path, is_trainable=for_training)
+        try:
+            model = PeftModel.from_pretrained(model, adapter_path, is_trainable=for_training)
+        except Exception as e:  # corrupt weights (SafetensorError), shapes of another base (RuntimeError), ...
+            first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+            why = ("its weights do not match the base model's shapes (trained on another base model?)"
+                   if "size mismatch" in str(e) else f"cannot load ({type(e).__name__}: {first[:200]})")
+            raise CotdistillError(f"{adapter_path}: adapter: {why}; base model {path}") from None
         if merge_adapter if merge_adapter is not None else not for_training:
             model = model.merge_and_unload()
     if device is not None:

@@ -371,53 +371,60 @@ def load_jsonl_benchmark(path: str | Path, name: str | None = None) -> list[Exam
     """
     p = Path(path).expanduser()
     name = name or f"jsonl:{path}"
+    if p.is_dir():
+        raise CotdistillError(f"{p}: is a directory, not a JSONL file (benchmark {name})")
     if not p.is_file():
         raise CotdistillError(f"{p}: file not found (benchmark {name})")
     out = []
-    with open(p, encoding="utf-8") as f:
-        for ln, line in enumerate(f, 1):
-            if not line.strip():
-                continue
+    try:
+        lines = p.read_bytes().decode("utf-8").split("\n")
+    except UnicodeDecodeError as e:
+        raise CotdistillError(f"{p}: not UTF-8 text (byte offset {e.start}; benchmark {name})") from None
+    for ln, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise CotdistillError(f"{p}:{ln}: invalid JSON ({e.msg})") from None
+        if not isinstance(r, dict):
+            raise CotdistillError(f"{p}:{ln}: not a JSON object")
+        for field in ("question", "answer"):
+            if r.get(field) is None or str(r.get(field)).strip() == "":
+                raise CotdistillError(f"{p}:{ln}: {field}: missing")
+        choices = r.get("choices")
+        if choices is not None and (not isinstance(choices, list) or not 2 <= len(choices) <= len(LETTERS)):
+            raise CotdistillError(f"{p}:{ln}: choices: must be a list of 2-{len(LETTERS)} option texts")
+        answer = str(r["answer"]).strip()
+        kind = r.get("kind") or _infer_kind(answer, choices)
+        if kind not in ("number", "math", "choice", "yesno"):
+            raise CotdistillError(f"{p}:{ln}: kind: {kind!r} is not one of number, math, choice, yesno")
+        if kind == "choice":
+            if not choices:
+                raise CotdistillError(f"{p}:{ln}: choices: required for kind choice")
+            letters = LETTERS[: len(choices)]
+            if answer.upper().strip("() ") in letters and len(answer.strip("() ")) == 1:
+                answer = answer.upper().strip("() ")
+            else:
+                idx = [i for i, c in enumerate(choices) if str(c).strip().lower() == answer.lower()]
+                if not idx:
+                    raise CotdistillError(f"{p}:{ln}: answer: {answer!r} is neither a letter {letters[0]}-"
+                                          f"{letters[-1]} nor an option text")
+                answer = LETTERS[idx[0]]
+        elif kind == "yesno":
             try:
-                r = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise CotdistillError(f"{p}:{ln}: invalid JSON ({e.msg})") from None
-            if not isinstance(r, dict):
-                raise CotdistillError(f"{p}:{ln}: not a JSON object")
-            for field in ("question", "answer"):
-                if r.get(field) is None or str(r.get(field)).strip() == "":
-                    raise CotdistillError(f"{p}:{ln}: {field}: missing")
-            choices = r.get("choices")
-            if choices is not None and (not isinstance(choices, list) or not 2 <= len(choices) <= len(LETTERS)):
-                raise CotdistillError(f"{p}:{ln}: choices: must be a list of 2-{len(LETTERS)} option texts")
-            answer = str(r["answer"]).strip()
-            kind = r.get("kind") or _infer_kind(answer, choices)
-            if kind not in ("number", "math", "choice", "yesno"):
-                raise CotdistillError(f"{p}:{ln}: kind: {kind!r} is not one of number, math, choice, yesno")
-            if kind == "choice":
-                if not choices:
-                    raise CotdistillError(f"{p}:{ln}: choices: required for kind choice")
-                letters = LETTERS[: len(choices)]
-                if answer.upper().strip("() ") in letters and len(answer.strip("() ")) == 1:
-                    answer = answer.upper().strip("() ")
-                else:
-                    idx = [i for i, c in enumerate(choices) if str(c).strip().lower() == answer.lower()]
-                    if not idx:
-                        raise CotdistillError(f"{p}:{ln}: answer: {answer!r} is neither a letter {letters[0]}-"
-                                              f"{letters[-1]} nor an option text")
-                    answer = LETTERS[idx[0]]
-            elif kind == "yesno":
-                try:
-                    answer = _yesno(answer)
-                except CotdistillError:
-                    raise CotdistillError(f"{p}:{ln}: answer: {answer!r} is not yes/no/true/false") from None
-            elif kind == "number":
-                if to_number(answer) is None:
-                    raise CotdistillError(f"{p}:{ln}: answer: {answer!r} is not a number")
-                answer = answer.replace(",", "")
-            qid = str(r["id"]) if r.get("id") is not None else f"{p.stem}-{ln}"
-            out.append(Example(qid, name, str(r["question"]).strip(), answer, kind,
-                               tuple(str(c) for c in choices) if choices else None))
+                answer = _yesno(answer)
+            except CotdistillError:
+                raise CotdistillError(f"{p}:{ln}: answer: {answer!r} is not yes/no/true/false") from None
+        elif kind == "number":
+            if to_number(answer) is None:
+                raise CotdistillError(f"{p}:{ln}: answer: {answer!r} is not a number")
+            answer = answer.replace(",", "")
+        qid = str(r["id"]) if r.get("id") is not None else f"{p.stem}-{ln}"
+        out.append(Example(qid, name, str(r["question"]).strip(), answer, kind,
+                           tuple(str(c) for c in choices) if choices else None))
+    if not out:
+        raise CotdistillError(f"{p}: no questions (the file is empty; benchmark {name})")
     return out
 
 

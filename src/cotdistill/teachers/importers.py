@@ -68,14 +68,32 @@ def _normalize(text: str) -> str:
 def _read_json(path: Path, where: str) -> Any:
     if not path.is_file():
         raise CotdistillError(f"{path}: {where}: file not found (is the data dir complete?)")
-    text = path.read_text(encoding="utf-8")
     try:
-        return json.loads(text)
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CotdistillError(f"{path}: {where}: not UTF-8 text (byte offset {e.start})") from None
+    if not text.strip():
+        raise CotdistillError(f"{path}: {where}: the file is empty")
+    try:
+        data = json.loads(text)
     except json.JSONDecodeError:
         try:  # JSON Lines
-            return [json.loads(line) for line in text.splitlines() if line.strip()]
+            data = [json.loads(line) for line in text.splitlines() if line.strip()]
         except json.JSONDecodeError as e:
             raise CotdistillError(f"{path}: {where}: neither JSON nor JSON Lines ({e.msg})") from None
+    if not isinstance(data, list):
+        raise CotdistillError(f"{path}: {where}: expected a list of rows, got a JSON {type(data).__name__}")
+    return data
+
+
+def _field(row: Any, name: str, path: Path, i: int) -> Any:
+    """``row[name]``, or a one-line error naming the file, row and field (a file of another format, a
+    hand-edited row): upstream files are read as they are, so their layout is checked here."""
+    if not isinstance(row, dict):
+        raise CotdistillError(f"{path}: row {i}: not a JSON object (a file of another format?)")
+    if row.get(name) is None:
+        raise CotdistillError(f"{path}: row {i}: {name}: missing (a file of another format?)")
+    return row[name]
 
 
 class QuestionIndex:
@@ -200,7 +218,7 @@ def _iter_mcc_kd(root: Path, **_: Any) -> tuple[_Builder, Iterator[dict]]:
         f = root / "data" / "SVAMP" / "train.json"
         idx = _index("svamp:all")
         for i, row in enumerate(_read_json(f, "mcc-kd SVAMP train")):
-            ex = idx.match(row["instruction"], row.get("label"))
+            ex = idx.match(_field(row, "instruction", f, i), row.get("label"))
             if ex is None:
                 b.unmatched["svamp"] += 1
                 continue
@@ -277,20 +295,20 @@ def _iter_eit(root: Path, datasets=None, teachers=None, levels=None, **_: Any) -
         for f, ds, teacher, level, field in files:
             perspective = "human" if teacher == "human" else f"level{level}"
             for i, row in enumerate(_read_json(f, "eit")):
-                text = row.get(field)
+                text = row.get(field) if isinstance(row, dict) else _field(row, field, f, i)  # no text: counted below
                 if not isinstance(text, str):
                     b.unmatched[f"{ds}:no_text"] += 1
                     continue
                 text = text.strip()
                 if ds == "math":
-                    problem = row["problem"]
+                    problem = _field(row, "problem", f, i)
                     qid = "math_train/" + stable_hash(_normalize(problem), 12)
-                    ex = _example(qid, "math_train", problem, str(row["output"]), "math",
+                    ex = _example(qid, "math_train", problem, str(_field(row, "output", f, i)), "math",
                                   meta={"level": row.get("level"), "type": row.get("type")})
                     source = "math:train"
                 else:
                     source = _EIT_SPEC[ds]
-                    ex = _index(source).match(row["instruction"])
+                    ex = _index(source).match(_field(row, "instruction", f, i))
                     if ex is None:
                         b.unmatched[ds] += 1
                         continue
@@ -332,8 +350,8 @@ def _iter_sbs(root: Path, datasets=None, **_: Any) -> tuple[_Builder, Iterator[d
                 raise CotdistillError(f"{f}: sbs: {len(rows)} questions but {len(outs)} rationales in llm/train_CoT_*")
             idx = _index("svamp:all")
             for i, (row, raw) in enumerate(zip(rows, outs)):
-                gold_val = safe_arith(row["label"])
-                ex = idx.match(row["input"], None if gold_val is None else str(gold_val))
+                gold_val = safe_arith(str(_field(row, "label", f, i)))
+                ex = idx.match(_field(row, "input", f, i), None if gold_val is None else str(gold_val))
                 if ex is None:
                     b.unmatched["svamp"] += 1
                     continue
@@ -360,10 +378,11 @@ def _iter_sbs(root: Path, datasets=None, **_: Any) -> tuple[_Builder, Iterator[d
                 for ex in exs:
                     by_id[str(ex.meta.get("orig_id") or ex.id).split("/")[-1]] = ex
             for i, (row, raw) in enumerate(zip(rows, outs)):
-                ex = by_id.get(row["id"])
+                ex = by_id.get(_field(row, "id", f, i))
                 if ex is None:
-                    cands = idx.by_text.get(_normalize(row["question"]), [])
-                    ex = next((c for c in cands if c.choices and set(c.choices) == set(row["choices"])), None)
+                    cands = idx.by_text.get(_normalize(_field(row, "question", f, i)), [])
+                    choices = _field(row, "choices", f, i)
+                    ex = next((c for c in cands if c.choices and set(c.choices) == set(choices)), None)
                 if ex is None:
                     b.unmatched["csqa"] += 1
                     continue
@@ -392,17 +411,17 @@ def _iter_mentor_kd(root: Path, **_: Any) -> tuple[_Builder, Iterator[dict]]:
         idx = _index("strategyqa")
         per_q: Counter = Counter()
         for i, row in enumerate(_read_json(f, "mentor-kd StrategyQA train")):
-            ex = idx.match(row["input"], str(row.get("answer", "")).lower() or None)
+            ex = idx.match(_field(row, "input", f, i), str(row.get("answer", "")).lower() or None)
             if ex is None:
                 b.unmatched["strategyqa"] += 1
                 continue
             k = per_q[ex.id]
             per_q[ex.id] += 1
-            text = row["chain"].strip()
+            text = str(_field(row, "chain", f, i)).strip()
             if row.get("initial_correct") is True:
                 # upstream checked every kept chain against the gold label; the chains state the verdict in
                 # words ("there is no doubt that ... did"), which a rule extractor misreads, so trust the file
-                pred = "yes" if str(row["answer"]).strip().lower() in ("yes", "true") else "no"
+                pred = "yes" if str(row.get("answer")).strip().lower() in ("yes", "true") else "no"
             else:
                 pred = extract_answer(text, ex.kind)
             ok = bool(pred is not None and is_correct(pred, ex.answer, ex.kind))
@@ -431,11 +450,33 @@ def default_path(fmt: str) -> Path:
     return data_dir() / FOLDERS[fmt]
 
 
+# what a store folder may hold besides records.jsonl (written by synthesis; dot-files are locks)
+_STORE_SIDE_FILES = {"synthesis_summary.json", "torn"}
+
+
+def _check_store_folder(store: RationaleStore) -> None:
+    """Refuse to start a store inside a folder that holds something else (a curated dataset, an
+    evaluation, a run): records.jsonl would be mixed into a finished result."""
+    if not store.dir.exists() or store.path.exists():
+        return
+    if store.dir.is_file():
+        raise CotdistillError(f"{store.dir}: --store: is a file, not a rationale store folder")
+    other = sorted(p.name for p in store.dir.iterdir()
+                   if not p.name.startswith(".") and p.name not in _STORE_SIDE_FILES)
+    if other:
+        raise CotdistillError(
+            f"{store.dir}: --store: not a rationale store (no records.jsonl, but holds {', '.join(other[:3])}"
+            f"{', ...' if len(other) > 3 else ''}); choose an empty or new folder"
+        )
+
+
 def import_rationales(
-    format: str, path: str | Path | None, store: RationaleStore | str | Path, *, batch: int = 2000, **options: Any
+    format: str, path: str | Path | None, store: RationaleStore | str | Path, *, batch: int = 2000,
+    where: str | None = None, **options: Any
 ) -> dict[str, Any]:
     """Import a public rationale set into ``store``; records whose key is already there are skipped.
 
+    ``where`` names the source setting in errors (e.g. ``config.yaml: data.imports[0].path``).
     Returns ``{"format", "path", "read", "added", "skipped_existing", "unmatched", "by_teacher",
     "by_perspective", "correct"}``.
     """
@@ -448,8 +489,10 @@ def import_rationales(
     else:
         root = Path(path).expanduser()
     if not root.exists():
-        raise CotdistillError(f"{root}: import {format}: folder not found")
+        raise CotdistillError(f"{where}: {root}: folder not found" if where
+                              else f"{root}: import {format}: folder not found")
     store = store if isinstance(store, RationaleStore) else RationaleStore(store)
+    _check_store_folder(store)
     builder, records = _ITERS[format](root, **options)
     existing = store.done_keys()
     read = added = 0
