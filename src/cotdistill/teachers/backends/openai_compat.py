@@ -1,8 +1,8 @@
 """Any OpenAI-compatible chat endpoint (vLLM, SGLang, llama.cpp server, hosted APIs) over httpx.
 
-Bounded concurrency (a thread pool of ``max_concurrency`` workers, requests submitted lazily so memory
-stays flat), and our own retry loop so every failure is visible: exponential backoff with full jitter on
-429, 5xx, timeouts, connection errors and malformed or empty replies, honouring ``Retry-After``.
+Bounded concurrency (``max_concurrency`` worker threads, each taking its next request lazily the moment a reply
+is in, so memory stays flat and no slot idles), and our own retry loop so every failure is visible: exponential
+backoff with jitter on 429, 5xx, timeouts, connection errors and malformed or empty replies, honouring ``Retry-After``.
 The API key is read from the environment variable named by ``api_key_env`` at start-up and kept only
 in the HTTP client's headers; it is never written anywhere.
 """
@@ -12,10 +12,12 @@ from __future__ import annotations
 import email.utils
 import json
 import os
+import queue
 import random
+import ssl
+import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 import httpx
@@ -45,6 +47,21 @@ def _parse_retry_after(value: str | None) -> float | None:
         return max(0.0, when.timestamp() - time.time())
     except (TypeError, ValueError):
         return None
+
+
+_PROXY_ENV = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+
+
+def _tls_verify(base_url: str) -> ssl.SSLContext | bool:
+    """httpx's ``verify`` for ``base_url``: the default CA bundle, except for a plain-http endpoint.
+
+    A plain-http endpoint without a proxy (a local vLLM or llama.cpp server) never negotiates TLS (we do not
+    follow redirects), so loading the CA bundle (~25 ms per run) is skipped: the context still verifies and
+    has no CA, so any TLS peer would be refused, never trusted.
+    """
+    if base_url.lower().startswith("http://") and not any(os.environ.get(k) for k in _PROXY_ENV):
+        return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    return True
 
 
 class OpenAICompatBackend(TeacherBackend):
@@ -77,6 +94,7 @@ class OpenAICompatBackend(TeacherBackend):
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.Client(
             headers=headers,
+            verify=_tls_verify(self.base_url),
             timeout=httpx.Timeout(timeout_s),
             limits=httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency),
         )
@@ -187,24 +205,44 @@ class OpenAICompatBackend(TeacherBackend):
     # ------------------------------------------------------------------ many
 
     def generate(self, requests: list[GenRequest]) -> Iterator[GenResult]:
-        """Run requests with at most ``max_concurrency`` in flight; yield results as they finish."""
+        """Run requests with at most ``max_concurrency`` in flight; yield results as they finish.
+
+        Each of the ``max_concurrency`` worker threads takes its next request itself the moment its reply is
+        in, so a concurrency slot never waits for this generator (or its consumer) to be scheduled; requests
+        are taken lazily from the iterator, so memory stays flat.
+        """
         it = iter(requests)
-        pending: set[Future] = set()
-        with ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="teacher") as pool:
+        take = threading.Lock()
+        out: queue.SimpleQueue = queue.SimpleQueue()
+        done = object()
+
+        def work() -> None:
             try:
-                while True:
-                    while len(pending) < self.max_concurrency and not self.stop_event.is_set():
+                while not self.stop_event.is_set():
+                    with take:
                         req = next(it, None)
-                        if req is None:
-                            break
-                        pending.add(pool.submit(self._run_one, req))
-                    if not pending:
-                        return
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        yield fut.result()  # a fatal (auth) error raises here
+                    if req is None:
+                        break
+                    out.put(self._run_one(req))
+            except BaseException as e:  # noqa: BLE001 - a fatal (auth) error: re-raised by the consumer
+                out.put(e)
             finally:
-                if pending:  # consumer stopped early: let in-flight workers give up quickly
-                    self.stop_event.set()
-                for fut in pending:
-                    fut.cancel()
+                out.put(done)
+
+        n = min(self.max_concurrency, len(requests)) if hasattr(requests, "__len__") else self.max_concurrency
+        threads = [threading.Thread(target=work, daemon=True, name=f"teacher-{i}") for i in range(n)]
+        for th in threads:
+            th.start()
+        running = len(threads)
+        try:
+            while running:
+                x = out.get()
+                if x is done:
+                    running -= 1
+                elif isinstance(x, BaseException):
+                    raise x
+                else:
+                    yield x
+        finally:
+            if running:  # consumer stopped early or a fatal error: in-flight workers give up quickly
+                self.stop_event.set()
