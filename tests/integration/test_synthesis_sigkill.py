@@ -34,7 +34,9 @@ def _lines(path: Path) -> int:
 
 
 def _env() -> dict:
-    return {**os.environ, "COTDISTILL_BACKOFF_BASE_S": "0.02", "PYTHONUNBUFFERED": "1"}
+    # small group commits (4 records / 0.2 s) so kills land between flushes with unflushed results in memory
+    return {**os.environ, "COTDISTILL_BACKOFF_BASE_S": "0.02", "PYTHONUNBUFFERED": "1",
+            "COTDISTILL_SYNTH_FLUSH_EVERY": "4", "COTDISTILL_SYNTH_FLUSH_INTERVAL_S": "0.2"}
 
 
 def run_with_kills(cfg: Path, run: Path, total: int, kills: int, rng: random.Random) -> int:

@@ -132,3 +132,45 @@ def test_pool_drops_eval_questions(data_dir, tmp_path):
     assert len(pool) == 700 and not {ex.id for ex in pool} & held_out
     c.data.decontaminate = False
     assert len(load_question_pool(c)) == 1000
+
+
+def test_openai_backend_bounds_concurrency_and_returns_every_result_once():
+    import threading
+    import time
+
+    from cotdistill.teachers.backends.base import GenRequest
+    from cotdistill.teachers.backends.openai_compat import OpenAICompatBackend
+    from cotdistill.utils.openai_server import start_server
+
+    lock = threading.Lock()
+    state = {"now": 0, "max": 0, "served": 0, "delay": 0.02}
+
+    def respond(messages, params):
+        with lock:
+            state["now"] += 1
+            state["served"] += 1
+            state["max"] = max(state["max"], state["now"])
+        time.sleep(state["delay"])
+        with lock:
+            state["now"] -= 1
+        return "echo " + messages[-1]["content"]
+
+    reqs = [GenRequest(key=f"k{i}", messages=[{"role": "user", "content": str(i)}], max_new_tokens=8)
+            for i in range(24)]
+    with start_server(respond) as srv:
+        b = OpenAICompatBackend("m", srv.url, max_concurrency=3, timeout_s=10)
+        try:
+            got = {r.key: r.text for r in b.generate(reqs)}
+            assert got == {f"k{i}": f"echo {i}" for i in range(24)}  # each once, matched to its request
+            assert 2 <= state["max"] <= 3 and state["served"] == 24
+            # a consumer that stops early stops the workers: only requests already taken are sent (unstopped,
+            # all 24 would be served within the sleep: 8 rounds of 50 ms)
+            state["served"], state["delay"] = 0, 0.05
+            gen = b.generate(reqs)
+            next(gen)
+            gen.close()
+            assert b.stop_event.is_set()
+            time.sleep(0.6)
+            assert 1 <= state["served"] <= 12
+        finally:
+            b.close()

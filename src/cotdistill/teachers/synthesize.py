@@ -1,14 +1,19 @@
 """Live teacher synthesis: questions × teachers × perspectives × samples → the rationale store.
 
 ``synthesize(config, run_dir)`` plans every request, skips keys already in the store, runs each teacher's
-backend in its own thread (teachers on different endpoints work at once), and streams every result into
-the store the moment it arrives (one fsynced line per result). Killing the process at any point loses at
-most the requests in flight; the next run re-sends exactly those. Failures are recorded with their error
-and re-sent by the next run (``synthesis.retry_failed``).
+backend in its own thread (teachers on different endpoints work at once), and streams results into the
+store in group commits (:class:`~cotdistill.teachers.store.StoreWriter`: one write + fsync per
+``flush_every`` results or ``flush_interval_s`` seconds, and on exit or Ctrl-C). Killing the process at any
+point (SIGKILL) loses at most the requests in flight plus the unflushed batch (< ``flush_every`` results,
+all younger than ``flush_interval_s``); the next run re-sends exactly those, so every key ends up in the store
+once. Failures are recorded with their error and re-sent by the next run (``synthesis.retry_failed``).
+The batch bounds default to :data:`FLUSH_EVERY` / :data:`FLUSH_INTERVAL_S`; the environment variables
+``COTDISTILL_SYNTH_FLUSH_EVERY`` / ``COTDISTILL_SYNTH_FLUSH_INTERVAL_S`` override them (``1`` = one fsync per result).
 """
 
 from __future__ import annotations
 
+import os
 import queue
 import random
 import sys
@@ -24,10 +29,12 @@ from cotdistill.errors import CotdistillError
 from cotdistill.teachers.backends.base import GenRequest, GenResult, make_backend
 from cotdistill.teachers.perspectives import STANDARD, STANDARD_PERSPECTIVE, Perspective, resolve_perspectives
 from cotdistill.teachers.prompts import build_messages
-from cotdistill.teachers.store import RationaleStore, record_key
+from cotdistill.teachers.store import RationaleStore, StoreWriter, record_key
 from cotdistill.utils.io import atomic_write_json, atomic_write_text, stable_hash
 
 STORE_SUBDIR = "rationales"
+FLUSH_EVERY = 64  # results per group commit (write + fsync) of the store
+FLUSH_INTERVAL_S = 1.0  # ... or the oldest unflushed result's age, whichever comes first
 
 
 @dataclass
@@ -188,9 +195,19 @@ def _exclusive_run_lock(store_dir: Path):
     return f
 
 
-def synthesize(config: Any, run_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
+def synthesize(
+    config: Any,
+    run_dir: str | Path,
+    *,
+    progress: bool = True,
+    flush_every: int | None = None,
+    flush_interval_s: float | None = None,
+) -> dict[str, Any]:
     """Run (or resume) live synthesis for ``config`` into ``run_dir/rationales``; return the summary.
 
+    Results reach the store in group commits of ``flush_every`` records or ``flush_interval_s`` seconds
+    (``flush_every=1``: one fsync per result); a SIGKILL loses at most that batch plus the requests in flight.
+    None = the environment override (module docstring) or :data:`FLUSH_EVERY` / :data:`FLUSH_INTERVAL_S`.
     Summary keys: planned, already_done, sent, done, failed, remaining, elapsed_s, store, by_teacher.
     """
     from cotdistill.config import dump_config
@@ -206,6 +223,7 @@ def synthesize(config: Any, run_dir: str | Path, *, progress: bool = True) -> di
     latest = store.latest()
     done_before = {k for k, r in latest.items() if r.get("status") == "ok"}
     failed_before = {k for k, r in latest.items() if r.get("status") != "ok"}
+    ok_keys = done_before & planned_keys  # kept up to date as results are stored (no re-read at the end)
     todo = [it for it in items if it.request.key not in done_before]
     if not config.synthesis.retry_failed:
         todo = [it for it in todo if it.request.key not in failed_before]
@@ -224,6 +242,11 @@ def synthesize(config: Any, run_dir: str | Path, *, progress: bool = True) -> di
         counts[it.teacher]["planned"] += 1
 
     q: queue.Queue = queue.Queue(maxsize=1024)
+    if flush_every is None:
+        flush_every = int(os.environ.get("COTDISTILL_SYNTH_FLUSH_EVERY") or FLUSH_EVERY)
+    if flush_interval_s is None:
+        flush_interval_s = float(os.environ.get("COTDISTILL_SYNTH_FLUSH_INTERVAL_S") or FLUSH_INTERVAL_S)
+    writer = StoreWriter(store, flush_every=flush_every, flush_interval_s=flush_interval_s)
 
     def worker(name: str) -> None:
         try:
@@ -245,7 +268,12 @@ def synthesize(config: Any, run_dir: str | Path, *, progress: bool = True) -> di
             th.start()
         running = len(threads)
         while running:
-            kind, name, payload = q.get()
+            wait_s = writer.due_in()
+            try:
+                kind, name, payload = q.get(timeout=wait_s) if wait_s is not None else q.get()
+            except queue.Empty:  # nothing arrived while a batch aged: commit it
+                writer.flush()
+                continue
             if kind == "end":
                 running -= 1
                 continue
@@ -258,8 +286,9 @@ def synthesize(config: Any, run_dir: str | Path, *, progress: bool = True) -> di
             if name not in provs:
                 provs[name] = backends[name].provenance()
             rec = finish_record(item, res, provs[name])
-            store.append([rec])
+            writer.add(rec)
             if rec["status"] == "ok":
+                ok_keys.add(res.key)
                 done_now += 1
                 counts[name]["done"] += 1
             else:
@@ -274,6 +303,7 @@ def synthesize(config: Any, run_dir: str | Path, *, progress: bool = True) -> di
     finally:
         for b in backends.values():
             b.stop_event.set()
+        writer.close()  # commit the last batch (also on Ctrl-C or an error)
         if bar is not None:
             bar.close()
         for b in backends.values():
@@ -281,8 +311,6 @@ def synthesize(config: Any, run_dir: str | Path, *, progress: bool = True) -> di
                 b.close()
             except Exception:
                 pass
-        final = store.latest()
-        ok_keys = {k for k in planned_keys if final.get(k, {}).get("status") == "ok"}
         summary = {
             "planned": len(items),
             "already_done": len(done_before & planned_keys),
