@@ -57,8 +57,8 @@ class PackPlan:
 
 
 def packing_supported(model: nn.Module, packed_len: int | None = None) -> bool:
-    """Whether ``model`` takes a custom 4-D mask with explicit ``position_ids`` (peft wrappers included)."""
-    cfg = getattr(model, "config", None)
+    """Whether ``model`` takes a custom 4-D mask with explicit ``position_ids`` (peft and DDP wrappers included)."""
+    cfg = getattr(model, "config", None) or getattr(getattr(model, "module", None), "config", None)
     if cfg is None or getattr(cfg, "is_encoder_decoder", False):
         return False
     if getattr(cfg, "model_type", None) not in PACKABLE_MODEL_TYPES:
@@ -155,7 +155,8 @@ def plan_packing(input_ids: torch.Tensor, attention_mask: torch.Tensor, question
 def _mask_for(model: nn.Module, allowed: torch.Tensor) -> torch.Tensor:
     """[G, 1, L, L] mask in the form the model's attention expects: bool for sdpa, additive float for eager."""
     mask = allowed[:, None]
-    if getattr(model.config, "_attn_implementation", None) == "eager":
+    cfg = getattr(model, "config", None) or getattr(getattr(model, "module", None), "config", None)
+    if getattr(cfg, "_attn_implementation", None) == "eager":
         dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
         zero = torch.zeros((), dtype=dtype, device=mask.device)
         return torch.where(mask, zero, torch.finfo(dtype).min)
