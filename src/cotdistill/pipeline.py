@@ -5,6 +5,12 @@ fingerprint (hash of the config sections it reads + the fingerprints of the stag
 `run_dir/stages.json`. When a fingerprint changes, the old output is moved aside to
 `<output>.stale-<old fingerprint>` (never deleted) and the stage runs again; later stages follow.
 Stages that resume by themselves (synthesis, training, evaluation) are simply re-entered after a crash.
+
+Under a multi-process launch (``torchrun`` / ``accelerate launch``, ``WORLD_SIZE`` > 1) rank 0 alone runs
+the data, evaluation and report stages and writes ``stages.json``; every rank runs ``train`` (the Trainer
+does the data parallelism). The other ranks wait for rank 0 by polling ``stages.json``, not with a collective:
+synthesis or evaluation can take hours, longer than any NCCL/gloo timeout. ``run_dir`` must be on a
+filesystem every rank sees.
 """
 
 from __future__ import annotations
@@ -18,7 +24,11 @@ from typing import Any
 
 from cotdistill.config import Config, dump_config
 from cotdistill.errors import CotdistillError
+from cotdistill.utils import dist
 from cotdistill.utils.io import atomic_write_json, atomic_write_text, stable_hash
+
+POLL_S = 5.0  # how often a waiting rank re-reads stages.json
+PROGRESS_S = 300.0  # how often it says it is still waiting
 
 
 @dataclass
@@ -68,9 +78,8 @@ def build_plan(cfg: Config, run_dir: Path, shared_dir: Path | None = None) -> li
             from cotdistill.teachers.importers import import_rationales
 
             store = RationaleStore(store_dir)
-            for i, spec in enumerate(cfg.data.imports):
-                import_rationales(spec.format, spec.path, store, where=f"config: data.imports[{i}].path",
-                                  **spec.options)
+            for spec in cfg.data.imports:
+                import_rationales(spec.format, spec.path, store, **spec.options)
         if cfg.teachers:
             from cotdistill.teachers.synthesize import synthesize
 
@@ -184,6 +193,100 @@ def _status(st: Stage, state: dict[str, Any]) -> str:
     return "done" if rec.get("complete") else "partial"
 
 
+def _read_state_quiet(run_dir: Path) -> dict[str, Any]:
+    """stages.json as written so far ({} while absent or unreadable: rank 0 replaces it atomically)."""
+    try:
+        return json.loads((run_dir / "stages.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def wait_for_stages(
+    run_dir: Path,
+    complete: dict[str, str],
+    *,
+    started: dict[str, str] | None = None,
+    since: float | None = None,
+    poll_s: float = POLL_S,
+    progress_s: float = PROGRESS_S,
+    echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Block until rank 0 has recorded, in ``run_dir/stages.json``, every stage of ``complete`` (name →
+    fingerprint) as complete and every stage of ``started`` as at least begun, each with that fingerprint.
+
+    Returns the state read last. Raises CotdistillError when one of those stages is marked ``failed`` by
+    this launch's rank 0: the entry's ``failed_at`` is not older than ``since`` (default: this process's
+    start) or the entry changed while waiting; an older failure (an earlier launch) is ignored, since
+    rank 0 replaces that entry when it runs the stage again. Says it is still waiting every ``progress_s``.
+    """
+    started = started or {}
+    since = dist.process_start_time() if since is None else since
+    watched = complete | started
+    path = run_dir / "stages.json"
+    first: dict[str, Any] | None = None
+    t0 = last_note = time.time()
+    while True:
+        state = _read_state_quiet(run_dir)
+        if first is None:
+            first = state
+        for name, fp in watched.items():
+            rec = state.get(name)
+            if not rec or rec.get("fingerprint") != fp or not rec.get("failed"):
+                continue
+            if float(rec.get("failed_at", 0)) >= since or rec != first.get(name):
+                raise CotdistillError(f"{path}: {name}: rank 0 failed: {rec['failed']}")
+
+        def ok(name: str, fp: str, need_complete: bool) -> bool:
+            rec = state.get(name) or {}
+            return rec.get("fingerprint") == fp and (bool(rec.get("complete")) or not need_complete)
+
+        pending = [n for n, fp in complete.items() if not ok(n, fp, True)]
+        pending += [n for n, fp in started.items() if not ok(n, fp, False)]
+        if not pending:
+            return state
+        if time.time() - last_note >= progress_s:
+            last_note = time.time()
+            echo(f"[rank {dist.rank()}] waiting for rank 0 to finish {pending[0]} "
+                 f"({(last_note - t0) / 60:.0f} min so far)")
+        time.sleep(poll_s)
+
+
+def _release_memory() -> None:
+    """Hand cached accelerator memory back after training: rank 0 evaluates next (vLLM may span devices)."""
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _follow_rank0(stages: list[Stage], run_dir: Path, echo: Callable[[str], None]) -> None:
+    """A rank > 0: wait for rank 0's stages before ``train``, train with it, then wait for the rest.
+
+    So a rank returns only once rank 0 has finished the whole plan: in ``compare`` it never enters the next
+    cell's training (whose first collective would time out) while rank 0 still evaluates this one.
+    """
+    since = dist.process_start_time()
+    # one waiting rank per node speaks (rank 1 on the first node, local rank 0 on the others)
+    say = echo if dist.rank() == 1 or dist.local_rank() == 0 else (lambda s: None)
+    names = [st.name for st in stages]
+    if "train" not in names:
+        wait_for_stages(run_dir, {st.name: st.fingerprint for st in stages}, since=since, echo=say)
+        return
+    i = names.index("train")
+    train = stages[i]
+    # `started` on train: rank 0 writes its entry after moving a changed run's old checkpoints aside, so
+    # this rank never resumes from checkpoints that are about to move
+    state = wait_for_stages(run_dir, {st.name: st.fingerprint for st in stages[:i]},
+                            started={train.name: train.fingerprint}, since=since, echo=say)
+    if not state[train.name].get("complete"):  # rank 0 trains now (complete would mean it skipped: done)
+        train.run()
+        _release_memory()
+    wait_for_stages(run_dir, {st.name: st.fingerprint for st in stages[i:]}, since=since, echo=say)
+
+
 def run_pipeline(
     cfg: Config,
     *,
@@ -195,23 +298,31 @@ def run_pipeline(
     """Run (or, with ``dry_run``, only plan) the stages. Returns ``[(stage, status before running)]``.
 
     ``only`` restricts the stages run (fingerprints still chain through the whole plan); ``shared_dir``
-    places the shared stages elsewhere (see :func:`build_plan`).
+    places the shared stages elsewhere (see :func:`build_plan`). Under a multi-process launch only rank 0
+    prints the plan and runs the non-training stages; the other ranks train with it (module docstring).
     """
     run_dir = cfg.run_dir()
     stages = build_plan(cfg, run_dir, shared_dir)
     _fingerprints(stages)
     if only is not None:
         stages = [st for st in stages if st.name in only]
-    state = _load_state(run_dir)
+    main = dist.is_main()
+    state = _load_state(run_dir) if main else _read_state_quiet(run_dir)
     plan = [(st.name, _status(st, state)) for st in stages]
     if dry_run:
-        echo(f"plan for {run_dir} ({cfg.method}, student {cfg.train.model}):")
-        for st, (_, status) in zip(stages, plan):
-            verb = {"done": "skip (done)", "todo": "run", "partial": "resume", "changed": "redo (inputs changed)"}
-            echo(f"  {st.name:<13} {verb[status]:<24} -> {st.output}  {st.estimate}")
+        if main:
+            echo(f"plan for {run_dir} ({cfg.method}, student {cfg.train.model}):")
+            for st, (_, status) in zip(stages, plan):
+                verb = {"done": "skip (done)", "todo": "run", "partial": "resume", "changed": "redo (inputs changed)"}
+                echo(f"  {st.name:<13} {verb[status]:<24} -> {st.output}  {st.estimate}")
+        return plan
+    if not main:
+        _follow_rank0(stages, run_dir, echo)
         return plan
 
     run_dir.mkdir(parents=True, exist_ok=True)
+    if dist.world_size() > 1:
+        echo(f"[{dist.world_size()} ranks] rank 0 runs the data, evaluation and report stages; every rank trains")
     cfg_path = run_dir / "config.yaml"
     atomic_write_text(cfg_path, dump_config(cfg))
     for st, (_, status) in zip(stages, plan):
@@ -232,7 +343,16 @@ def run_pipeline(
         t0 = time.time()
         state[st.name] = {"fingerprint": st.fingerprint, "complete": False, "started": t0}
         atomic_write_json(run_dir / "stages.json", state)
-        st.run()
+        try:
+            st.run()
+        except BaseException as e:
+            # other ranks poll this file: tell them, so they stop waiting instead of hanging
+            msg = (str(e).strip().splitlines() or [""])[0]
+            state[st.name].update(failed=f"{type(e).__name__}: {msg}"[:500], failed_at=time.time())
+            atomic_write_json(run_dir / "stages.json", state)
+            raise
+        if st.name == "train" and dist.world_size() > 1:
+            _release_memory()
         state[st.name].update(complete=True, seconds=round(time.time() - t0, 1))
         atomic_write_json(run_dir / "stages.json", state)
         echo(f"[{st.name}] finished in {time.time() - t0:.0f}s")
