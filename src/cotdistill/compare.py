@@ -139,8 +139,15 @@ def run_compare(cfg: Config, *, dry_run: bool = False, echo: Callable[[str], Non
     ``methods`` (a subset of ``compare.methods``) runs only those cells and tabulates only them: start one
     process per subset to use several devices, then run once more without it for the full table (finished
     cells are skipped). Start the second process after the first has finished the shared stages.
+
+    Under a multi-process launch (``accelerate launch`` / ``torchrun``) every rank calls this: rank 0 runs
+    the shared stages, the evaluations and writes the table; all ranks train each cell together (see
+    :mod:`cotdistill.pipeline`). The other ranks return None.
     """
     from cotdistill.pipeline import run_pipeline
+    from cotdistill.utils.dist import is_main
+
+    say = echo if is_main() else (lambda s: None)  # the pipeline itself decides what other ranks print
 
     chosen = list(cfg.compare.methods)
     if methods is not None:
@@ -151,7 +158,7 @@ def run_compare(cfg: Config, *, dry_run: bool = False, echo: Callable[[str], Non
             )
         chosen = [m for m in chosen if m in methods]
     shared = cfg.run_dir()
-    echo(f"== shared stages in {shared}")
+    say(f"== shared stages in {shared}")
     run_pipeline(cfg, dry_run=dry_run, echo=echo, only=SHARED_STAGES)
     cells: dict[str, list[Path]] = {}
     for method in cell_order(chosen):
@@ -164,10 +171,10 @@ def run_compare(cfg: Config, *, dry_run: bool = False, echo: Callable[[str], Non
                         f"{start}: EDIT continues the Std-CoT cell of seed {seed}, which has not finished: "
                         "run the comparison with std_cot first"
                     )
-            echo(f"== {method}, seed {seed} in {mc.run_dir()}")
+            say(f"== {method}, seed {seed} in {mc.run_dir()}")
             run_pipeline(mc, dry_run=dry_run, echo=echo, only=METHOD_STAGES, shared_dir=shared)
             cells.setdefault(method, []).append(mc.run_dir() / "eval" / method)
-    if dry_run:
+    if dry_run or not is_main():
         return None
     table = build_table(shared, {m: cells[m] for m in chosen}, list(cfg.eval.benchmarks))
     table["provenance"] = {"config": json.loads(json.dumps(cfg.model_dump(mode="json"))), "seeds": cfg.compare.seeds}
