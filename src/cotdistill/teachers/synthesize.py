@@ -214,8 +214,6 @@ def synthesize(
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if not (run_dir / "config.yaml").exists():
-        atomic_write_text(run_dir / "config.yaml", dump_config(config))  # only env-var names, never keys
     store = RationaleStore(run_dir / STORE_SUBDIR)
     items = plan(config)
     lock = _exclusive_run_lock(store.dir)  # a second synthesize on the same store would send duplicates
@@ -266,6 +264,9 @@ def synthesize(
     try:
         for th in threads:
             th.start()
+        # written while the first requests are in flight (it is only needed before the first record lands)
+        if not (run_dir / "config.yaml").exists():
+            atomic_write_text(run_dir / "config.yaml", dump_config(config))  # only env-var names, never keys
         running = len(threads)
         while running:
             wait_s = writer.due_in()
