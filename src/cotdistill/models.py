@@ -228,7 +228,7 @@ def weights_sha(folder: str | os.PathLike) -> str:
         memo[key] = stable_hash([(f.name, file_sha256(f)) for f in files])
         try:
             atomic_write_json(cache_file, memo)
-        except OSError:
+        except (OSError, CotdistillError):  # CotdistillError: disk full / file-size limit
             pass  # the memo is an optimisation only
     return memo[key]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -14,6 +15,9 @@ from cotdistill.errors import CotdistillError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+# write errors that mean "no room": a full disk, a full quota, a file-size limit (ulimit -f / RLIMIT_FSIZE)
+_NO_SPACE = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EFBIG: "file size limit reached"}
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -28,8 +32,11 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the mode a plain open() would
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno in _NO_SPACE:
+            raise CotdistillError(f"{path}: write failed: {_NO_SPACE[e.errno]} ({os.strerror(e.errno)}); "
+                                  "the previous file is unchanged") from None
         raise
 
 
@@ -42,18 +49,34 @@ def append_jsonl(path: str | os.PathLike, records: Iterable[dict], fsync: bool =
     """Append records as JSON lines in one write, flushed (and fsynced) before returning.
 
     Each call writes whole lines only, so a crash leaves at most one torn last line, which
-    :func:`read_jsonl` skips. Returns the number of records written.
+    :func:`read_jsonl` skips. A write that fails (disk full, file-size limit, I/O error) is undone:
+    the file is cut back to its size before the call, so no partial line stays behind; a full disk
+    or quota, or a file-size limit, becomes a one-line :class:`CotdistillError` naming the file.
+    Returns the number of records written.
     """
     lines = [json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records]
     if not lines:
         return 0
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write("".join(lines))
-        f.flush()
-        if fsync:
-            os.fsync(f.fileno())
+    size0 = path.stat().st_size if path.exists() else 0
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write("".join(lines))
+            f.flush()
+            if fsync:
+                os.fsync(f.fileno())
+    except OSError as e:
+        try:  # the kernel may have taken part of the write: cut it off (shrinking needs no space)
+            os.truncate(path, size0)
+        except OSError:
+            pass
+        if e.errno in _NO_SPACE:
+            raise CotdistillError(
+                f"{path}: write failed: {_NO_SPACE[e.errno]} ({os.strerror(e.errno)}); nothing partial was "
+                "kept: free space (or raise the limit) and re-run the same command to resume"
+            ) from None
+        raise
     return len(lines)
 
 
