@@ -18,7 +18,7 @@ import subprocess
 import sys
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +124,6 @@ class Case:
     args: list[str]
     expect: tuple[str, ...]
     subprocess: bool = False
-    needs: set[str] = field(default_factory=set)
 
 
 def V(id, files, expect, **kw):  # noqa: N802 - table shorthand: `cotdistill validate {t}/c.yaml`
@@ -171,6 +170,7 @@ CASES = [
     # ---- datasets
     EVAL("ds-empty-jsonl", {"q.jsonl": ""}, ("{t}/q.jsonl", "no questions")),
     EVAL("ds-line-not-json", {"q.jsonl": GOOD_Q + "{oops\n"}, ("{t}/q.jsonl:3", "invalid JSON")),
+    EVAL("ds-not-utf8", {"q.jsonl": b'{"question": "caf\xe9?", "answer": "1"}\n'}, ("{t}/q.jsonl", "UTF-8")),
     EVAL("ds-missing-question", {"q.jsonl": '{"id": "a", "answer": "1"}\n'}, ("{t}/q.jsonl:1", "question: missing")),
     EVAL("ds-missing-gold", {"q.jsonl": '{"id": "a", "question": "2+2?"}\n'}, ("{t}/q.jsonl:1", "answer: missing")),
     EVAL("ds-directory", {"q.jsonl/x.txt": "x"}, ("{t}/q.jsonl", "directory")),
