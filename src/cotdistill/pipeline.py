@@ -78,8 +78,9 @@ def build_plan(cfg: Config, run_dir: Path, shared_dir: Path | None = None) -> li
             from cotdistill.teachers.importers import import_rationales
 
             store = RationaleStore(store_dir)
-            for spec in cfg.data.imports:
-                import_rationales(spec.format, spec.path, store, **spec.options)
+            for i, spec in enumerate(cfg.data.imports):
+                import_rationales(spec.format, spec.path, store, where=f"config: data.imports[{i}].path",
+                                  **spec.options)
         if cfg.teachers:
             from cotdistill.teachers.synthesize import synthesize
 
