@@ -174,3 +174,34 @@ def test_openai_backend_bounds_concurrency_and_returns_every_result_once():
             assert 1 <= state["served"] <= 12
         finally:
             b.close()
+
+
+def test_failed_store_write_still_cleans_up_and_counts_only_durable_records(qfile, tmp_path, monkeypatch):
+    from cotdistill.teachers.store import RationaleStore as Store
+    from cotdistill.utils.openai_server import start_server
+
+    real_append = Store.append
+    calls = {"n": 0}
+
+    def append_then_disk_full(self, records):
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise CotdistillError(f"{self.path}: disk full")
+        return real_append(self, records)
+
+    monkeypatch.setattr(Store, "append", append_then_disk_full)
+    with start_server(lambda messages, params: "3 + 2 = 5. The answer is: 5") as srv:
+        c = cfg(qfile, tmp_path, backend="openai", base_url=srv.url, max_concurrency=2)
+        with pytest.raises(CotdistillError, match="disk full"):
+            synthesize(c, tmp_path / "run", progress=False, flush_every=4, flush_interval_s=60)
+    store_dir = tmp_path / "run" / "rationales"
+    summary = json.loads((store_dir / "synthesis_summary.json").read_text())
+    on_disk = RationaleStore(store_dir).done_keys()
+    assert len(on_disk) == 4 and summary["remaining"] == 9 - 4  # only the batch that landed counts
+    # the run lock was released: a rerun (disk fine again) sends exactly the missing ones
+    monkeypatch.setattr(Store, "append", real_append)
+    with start_server(lambda messages, params: "3 + 2 = 5. The answer is: 5") as srv:
+        c = cfg(qfile, tmp_path, backend="openai", base_url=srv.url, max_concurrency=2)
+        s = synthesize(c, tmp_path / "run", progress=False)
+    assert (s["already_done"], s["sent"], s["complete"]) == (4, 5, True)
+    assert sum(1 for _ in RationaleStore(store_dir).iter_raw()) == 9

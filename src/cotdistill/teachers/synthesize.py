@@ -221,7 +221,7 @@ def synthesize(
     latest = store.latest()
     done_before = {k for k, r in latest.items() if r.get("status") == "ok"}
     failed_before = {k for k, r in latest.items() if r.get("status") != "ok"}
-    ok_keys = done_before & planned_keys  # kept up to date as results are stored (no re-read at the end)
+    ok_keys = done_before & planned_keys  # kept up to date as results arrive; no re-read after a clean finish
     todo = [it for it in items if it.request.key not in done_before]
     if not config.synthesis.retry_failed:
         todo = [it for it in todo if it.request.key not in failed_before]
@@ -261,6 +261,7 @@ def synthesize(
     threads = [threading.Thread(target=worker, args=(n,), daemon=True, name=f"teacher-{n}") for n in per_teacher]
     provs: dict[str, dict[str, Any]] = {}
     interrupted = False
+    clean = False
     try:
         for th in threads:
             th.start()
@@ -298,13 +299,20 @@ def synthesize(
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(ok=done_now, failed=failed_now, refresh=False)
+        clean = True
     except KeyboardInterrupt:
         interrupted = True
         raise
     finally:
         for b in backends.values():
             b.stop_event.set()
-        writer.close()  # commit the last batch (also on Ctrl-C or an error)
+        flush_error: BaseException | None = None
+        try:
+            writer.close()  # commit the last batch (also on Ctrl-C or an error)
+        except BaseException as e:  # noqa: BLE001 - e.g. disk full: still clean up, then raise it
+            flush_error = e
+        if not clean or flush_error is not None:  # a batch may not have landed: count what is on disk
+            ok_keys = {k for k, r in store.latest().items() if r.get("status") == "ok"} & planned_keys
         if bar is not None:
             bar.close()
         for b in backends.values():
@@ -329,6 +337,8 @@ def synthesize(
         }
         atomic_write_json(store.dir / "synthesis_summary.json", summary)
         lock.close()  # releases the flock (the kernel also drops it if we are killed)
+        if flush_error is not None:
+            raise flush_error
         if progress:
             print(
                 f"synthesize: {summary['done']} done, {summary['failed']} failed, {summary['remaining']} remaining "
