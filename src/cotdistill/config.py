@@ -189,9 +189,10 @@ class TrainConfig(Section):
     max_grad_norm: float = Field(1.0, gt=0)
     paths_micro_batch: int = Field(8, ge=1, description="Paths per forward chunk (memory-safe exact gradient).")
     share_prompt: bool = Field(
-        False,
+        True,
         description="Pack the paths of a question that share its prompt into one sequence [prompt, path_1, ..., "
-        "path_K] (4-D mask, restarted positions): the prompt is computed once instead of K times; same logits.",
+        "path_K] (4-D mask, restarted positions): the prompt is computed once instead of K times; same logits "
+        "(LoRA dropout draws differ). Models without 4-D-mask support fall back to one row per path.",
     )
     padding_side: Literal["right"] = Field("right", description="Training pads right (§0.7).")
     bf16: bool = Field(True, description="bf16 autocast where supported.")
