@@ -53,7 +53,9 @@ def run_with_kills(cfg: Path, run: Path, total: int, kills: int, rng: random.Ran
         if rng.random() < 0.2:  # sometimes a blind kill: during start-up, planning or writing
             deadline, target = time.monotonic() + rng.uniform(0.05, 1.5), None
         else:
-            deadline, target = time.monotonic() + 60, before + rng.randint(1, max(1, (total - before) // 3))
+            # spread the kills over what is left, so group commits (records land in lumps) leave room for them all
+            room = max(1, (total - before) // (2 * (kills - done) + 1))
+            deadline, target = time.monotonic() + 60, before + rng.randint(1, room)
         while p.poll() is None and time.monotonic() < deadline and (target is None or _lines(records) < target):
             time.sleep(0.002)
         if p.poll() is None:
