@@ -221,6 +221,9 @@ def eval_cmd(
     api_key_env: Annotated[Optional[str], typer.Option("--api-key-env", help="Env var holding the API key.")] = None,
     dtype: Annotated[str, typer.Option("--dtype", help="auto | float32 | bfloat16 | float16.")] = "auto",
     seed: Annotated[int, typer.Option("--seed", help="Generation and bootstrap seed.")] = 0,
+    user_prefix: Annotated[Optional[str], typer.Option(
+        "--user-prefix", help="Text opening the user turn (SbS students: 'explain: '). Default: the one the "
+        "student's cotdistill_train.json records, else none.")] = None,
 ) -> None:
     """Zero-shot greedy evaluation (METHODS §5.2); resumable; writes <bench>.jsonl and summary.json."""
     from rich.console import Console
@@ -231,9 +234,13 @@ def eval_cmd(
     if backend not in ("hf", "openai", "vllm"):
         raise CotdistillError(f"--backend: {backend!r}: expected hf, openai or vllm")
     out = output or Path("runs") / "eval" / model_tag(model, adapter)
+    if user_prefix is None:
+        from cotdistill.evaluate.runner import recorded_user_prefix
+
+        user_prefix = recorded_user_prefix(adapter or model)
     res = run_eval(model, benchmarks.split(","), out, limit=limit, batch_size=batch_size,
                    max_new_tokens=max_new_tokens, backend=backend, adapter=adapter, base_url=base_url,
-                   api_key_env=api_key_env, seed=seed, dtype=dtype)
+                   api_key_env=api_key_env, seed=seed, dtype=dtype, user_prefix=user_prefix)
     table = Table(title=f"{model_tag(model, adapter)} ({backend})")
     for col in ("benchmark", "n", "accuracy", "95% CI", "truncated"):
         table.add_column(col, justify="left" if col == "benchmark" else "right")

@@ -103,6 +103,10 @@ def build_plan(cfg: Config, run_dir: Path, shared_dir: Path | None = None) -> li
 
     stages.append(Stage("curate", dataset_dir, _section(cfg, "curate", "data"), ["rationales"], _curate))
 
+    from cotdistill.methods.registry import student_user_prefix
+
+    student_prefix = student_user_prefix(cfg)  # SbS students answer the task their prefix asks for
+
     def _eval(tag: str, adapter_dir: Path | None) -> Callable[[], None]:
         def go() -> None:
             from cotdistill.evaluate import run_eval
@@ -120,6 +124,7 @@ def build_plan(cfg: Config, run_dir: Path, shared_dir: Path | None = None) -> li
                 backend=eval_cfg.backend, adapter=adapter, base_url=eval_cfg.base_url,
                 api_key_env=eval_cfg.api_key_env, seed=cfg.run.seed, dtype=eval_cfg.dtype,
                 instruction=cfg.data.student_instruction or None, bootstrap_samples=eval_cfg.bootstrap_samples,
+                user_prefix="" if tag == "base" else student_prefix,
                 math_verify_timeout_s=eval_cfg.math_verify_timeout_s, gpqa_shuffle_seed=eval_cfg.gpqa_shuffle_seed,
             )
 
@@ -143,8 +148,9 @@ def build_plan(cfg: Config, run_dir: Path, shared_dir: Path | None = None) -> li
         Stage("train", student_dir, train_inputs, ["curate"], _train, f"{cfg.method}, {cfg.train.finetune}",
               resumable=True, extra_outputs=[run_dir / "checkpoints", run_dir / "dynamics.jsonl"])
     )
+    student_eval_inputs = _section(cfg, "eval") | ({"user_prefix": student_prefix} if student_prefix else {})
     stages.append(
-        Stage("eval_student", run_dir / "eval" / student_tag(cfg), _section(cfg, "eval"), ["train"],
+        Stage("eval_student", run_dir / "eval" / student_tag(cfg), student_eval_inputs, ["train"],
               _eval(student_tag(cfg), student_dir), n_eval, resumable=True)
     )
 

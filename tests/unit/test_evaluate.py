@@ -322,3 +322,37 @@ def test_openai_backend_matches_hf_on_served_model(wild_model_dir, bench_file, t
         be = OpenAIBackend("wild", base_url=srv.url, max_concurrency=3)
         served = {o.key: o.text for c in be.generate(reqs, max_new_tokens=8) for o in c}
     assert served == hf and len(set(hf.values())) == 3
+
+
+def test_sbs_student_is_evaluated_with_its_task_prefix(tiny_model_dir, bench_file, tmp_path):
+    """Regression: SbS students were evaluated without a task prefix and answered neither task
+    ("The answer is: 10" for all 300 SVAMP questions of the CPU comparison)."""
+    from cotdistill.config import Config
+    from cotdistill.evaluate.runner import bench_file_stem, recorded_user_prefix
+    from cotdistill.utils.io import read_jsonl
+    from cotdistill.methods.registry import student_user_prefix
+    from cotdistill.pipeline import build_plan
+
+    sbs = Config.model_validate({"method": "sbs", "data": {"imports": [{"format": "mcc-kd"}]}})
+    assert student_user_prefix(sbs) == "explain: "
+    assert student_user_prefix(sbs.model_copy(update={"sbs": sbs.sbs.model_copy(update={"eval_task": "label"})})) \
+        == "predict: "
+    assert student_user_prefix(sbs.model_copy(update={"method": "std_cot"})) == ""
+    stage = {s.name: s for s in build_plan(sbs, tmp_path / "run")}
+    assert stage["eval_student"].inputs["user_prefix"] == "explain: "  # a changed prefix re-runs the evaluation
+    assert "user_prefix" not in stage["eval_base"].inputs
+
+    b = f"jsonl:{bench_file}"
+    run_eval(str(tiny_model_dir), [b], tmp_path / "p", limit=2, max_new_tokens=2, progress=False,
+             user_prefix="explain: ")
+    rows = read_jsonl(tmp_path / "p" / f"{bench_file_stem(b)}.jsonl")
+    assert rows and all(r["prompt"].startswith("explain: ") for r in rows)
+    assert json.loads((tmp_path / "p" / f"{bench_file_stem(b)}.provenance.json").read_text())["user_prefix"] == "explain: "
+    with pytest.raises(CotdistillError):  # same folder, different prompt: refused, not mixed
+        run_eval(str(tiny_model_dir), [b], tmp_path / "p", limit=2, max_new_tokens=2, progress=False)
+
+    student = tmp_path / "student"
+    student.mkdir()
+    assert recorded_user_prefix(student) == ""
+    (student / "cotdistill_train.json").write_text(json.dumps({"eval_user_prefix": "explain: "}))
+    assert recorded_user_prefix(student) == "explain: "

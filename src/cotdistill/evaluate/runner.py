@@ -17,6 +17,7 @@ and lines scored by an older extractor are re-scored (and the JSONL rewritten at
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Sequence
@@ -29,9 +30,9 @@ from cotdistill.utils.io import append_jsonl, atomic_write_json, atomic_write_te
 
 # provenance fields that change what is generated (a resumed run must match them all)
 _GEN_FIELDS = ("model_sha", "adapter_sha", "chat_template_sha", "backend", "dtype", "batch_size", "seed",
-               "max_new_tokens", "instruction_sha", "gpqa_shuffle_seed")
+               "max_new_tokens", "instruction_sha", "gpqa_shuffle_seed", "user_prefix")
 # fields added later: part of the key only when set, so older result folders keep their keys
-_OPTIONAL_GEN_FIELDS = ("gpqa_shuffle_seed",)
+_OPTIONAL_GEN_FIELDS = ("gpqa_shuffle_seed", "user_prefix")
 
 
 def model_tag(model: str, adapter: str | None = None) -> str:
@@ -119,6 +120,19 @@ def _rescore(jsonl: Path, done: dict[str, dict], examples: dict, timeout_s: floa
     atomic_write_text(jsonl, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in done.values()))
 
 
+def recorded_user_prefix(student: str | os.PathLike) -> str:
+    """The user-turn prefix a cotdistill-trained student folder records (``cotdistill_train.json``), else ""."""
+    from cotdistill.train.run import PROVENANCE_NAME
+
+    prov = Path(student) / PROVENANCE_NAME
+    if not prov.is_file():
+        return ""
+    try:
+        return str(json.loads(prov.read_text(encoding="utf-8")).get("eval_user_prefix") or "")
+    except (OSError, ValueError) as e:
+        raise CotdistillError(f"{prov}: not readable JSON ({e})") from None
+
+
 def run_eval(
     model: str,
     benchmarks: Sequence[str],
@@ -134,6 +148,7 @@ def run_eval(
     seed: int = 0,
     dtype: str = "auto",
     instruction: str | None = None,
+    user_prefix: str = "",
     bootstrap_samples: int = 1000,
     math_verify_timeout_s: float = 5.0,
     gpqa_shuffle_seed: int = 0,
@@ -155,6 +170,7 @@ def run_eval(
         seed: generation seed and bootstrap seed.
         dtype: 'auto' | 'float32' | 'bfloat16' | 'float16' (local backends).
         instruction: user-turn instruction after the question (default: the §5.2 instruction).
+        user_prefix: text opening the user turn, for students trained with a task prefix (SbS's ``explain: ``).
         bootstrap_samples: resamples for the 95% CI.
         math_verify_timeout_s: per-answer math-verify limit.
         gpqa_shuffle_seed: seed of GPQA's per-question option shuffle (part of the generation key).
@@ -194,6 +210,8 @@ def run_eval(
         "extractor_version": EXTRACTOR_VERSION, "cotdistill_version": cotdistill.__version__,
         "decoding": "greedy", "limit": limit,
     }
+    if user_prefix:  # an optional generation field: recorded only when set
+        prov["user_prefix"] = user_prefix
     gen_key = _gen_key(prov)
     out.mkdir(parents=True, exist_ok=True)
     pending: dict[str, list] = {}
@@ -228,7 +246,7 @@ def run_eval(
                 atomic_write_json(out / f"{stem}.provenance.json", {**prov, "gen_key": gen_key, "benchmark": b})
                 bar.set_description(f"eval {b}")
                 by_id = {e.id: e for e in exs}
-                prompts = {e.id: eval_user_prompt(e, instruction) for e in exs}
+                prompts = {e.id: user_prefix + eval_user_prompt(e, instruction) for e in exs}
                 reqs = [EvalRequest(e.id, [{"role": "user", "content": prompts[e.id]}]) for e in exs]
                 t0 = time.monotonic()
                 for outs in be.generate(reqs, max_new_tokens=max_new_tokens, seed=seed):

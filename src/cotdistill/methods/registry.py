@@ -38,6 +38,17 @@ def method_class(name: str) -> type[Method]:
     return cls
 
 
+def student_user_prefix(config: Any) -> str:
+    """The user-turn prefix the distilled student must be evaluated with ("" for most methods).
+
+    SbS trains two tasks told apart by a prefix; without one at test time the student answers neither task
+    (measured: "The answer is: 10" for every SVAMP question). ``sbs.eval_task`` picks the task.
+    """
+    if config.method != "sbs":
+        return ""
+    return config.sbs.rationale_prefix if config.sbs.eval_task == "explain" else config.sbs.label_prefix
+
+
 def get_method(name: str, config: Any) -> Method:
     """Instantiate the method ``name`` with the whole run :class:`~cotdistill.config.Config`."""
     return method_class(name)(config)

@@ -24,9 +24,8 @@ from typing import Any
 
 from cotdistill.config import Config, StdCotConfig
 from cotdistill.errors import CotdistillError
+from cotdistill.train.run import PROVENANCE_NAME
 from cotdistill.utils.io import append_jsonl, atomic_write_json
-
-PROVENANCE_NAME = "cotdistill_train.json"
 
 
 def _unit_of(path: dict, unit: str) -> str:

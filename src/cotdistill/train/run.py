@@ -269,6 +269,7 @@ def _save_student(trainer, tok, config: Config, run_dir: Path, dataset_dir, mode
                   elapsed: float, bf16: bool) -> None:
     """Write ``student/`` atomically: save into a temp folder, then rename."""
     import cotdistill
+    from cotdistill.methods.registry import student_user_prefix
 
     student_dir = run_dir / "student"
     tmp = run_dir / ".student.tmp"
@@ -289,6 +290,7 @@ def _save_student(trainer, tok, config: Config, run_dir: Path, dataset_dir, mode
         "train_loss": getattr(result, "training_loss", None),
         "train_seconds": round(elapsed, 1),
         "seed": tc.seed,
+        "eval_user_prefix": student_user_prefix(config),  # `cotdistill eval` applies it to this student
         "bf16": bf16,
         "world_size": trainer.args.world_size,
         "cotdistill_version": getattr(cotdistill, "__version__", "unknown"),
