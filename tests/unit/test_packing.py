@@ -217,3 +217,28 @@ def test_trainer_losses_match(tiny_model_dir, tmp_path):
     assert losses[True] == pytest.approx(losses[False], rel=1e-4, abs=1e-5)
     assert norms[True] == pytest.approx(norms[False], rel=1e-4) and len(norms[True]) == 3
     assert losses[True][0] != losses[True][-1]  # training moved
+
+
+def test_compact_forward_logits_and_hidden_equal_unpacked(tiny_model_dir, tok):
+    """COMPACT reads the final-norm hidden states too: packed, they are unpacked with the same plan."""
+    from cotdistill.config import Config
+    from cotdistill.methods.compact.metrics import resolve_parts
+    from cotdistill.methods.compact.method import CompactMethod
+
+    model = _model(tiny_model_dir)
+    method = CompactMethod(Config.model_validate({"method": "compact"}))
+    parts = resolve_parts(model)
+    batch = _batch(tok, 3, q=2)
+    rows = torch.tensor([0, 1, 2, 4])
+    from cotdistill.methods.packing import pack_kwargs, plan_packing
+
+    kw = pack_kwargs(batch, rows)
+    assert plan_packing(batch["input_ids"][rows], batch["attention_mask"][rows], kw["question_index"],
+                        kw["prompt_len"], kw["share_prompt"]) is not None  # the packed path really runs
+    with torch.no_grad():
+        lp, hp = method._forward(model, parts, batch, rows)
+        lu, hu = method._forward(model, parts, _unshared(batch), rows)
+    assert hp.shape == hu.shape and lp.shape == lu.shape
+    real = batch["attention_mask"][rows].bool()
+    assert torch.allclose(lp[real], lu[real], atol=1e-5)
+    assert torch.allclose(hp[real], hu[real], atol=1e-5)

@@ -163,6 +163,30 @@ def _mask_for(model: nn.Module, allowed: torch.Tensor) -> torch.Tensor:
     return mask
 
 
+def unpack(packed: torch.Tensor, plan: PackPlan) -> torch.Tensor:
+    """Per-token outputs of the packed forward [G, L, D] back in the rows' layout [n, T, D]."""
+    n, t = plan.index.shape
+    return packed.reshape(-1, packed.size(-1)).index_select(0, plan.index.reshape(-1)).view(n, t, -1)
+
+
+def packed_forward(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
+                   question_index: torch.Tensor | None = None, prompt_len: torch.Tensor | None = None,
+                   share_prompt: torch.Tensor | None = None) -> tuple[torch.Tensor, PackPlan | None]:
+    """(logits [n, T, V], the plan or None) of right-padded rows [n, T]; packed where rows allow it.
+
+    The plan is returned so that other per-token outputs captured during the forward (e.g. COMPACT's final-norm
+    hidden states, [G, L, H] when packed) can be brought back with :func:`unpack`; None means a plain forward.
+    """
+    plan = None
+    if question_index is not None and prompt_len is not None and share_prompt is not None and bool(share_prompt.any()):
+        plan = plan_packing(input_ids, attention_mask, question_index, prompt_len, share_prompt)
+    if plan is None or not packing_supported(model, plan.input_ids.size(1)):
+        return model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits, None
+    out = model(input_ids=plan.input_ids, attention_mask=_mask_for(model, plan.allowed),
+                position_ids=plan.position_ids, use_cache=False).logits
+    return unpack(out, plan), plan
+
+
 def model_logits(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
                  question_index: torch.Tensor | None = None, prompt_len: torch.Tensor | None = None,
                  share_prompt: torch.Tensor | None = None) -> torch.Tensor:
@@ -171,16 +195,8 @@ def model_logits(model: nn.Module, input_ids: torch.Tensor, attention_mask: torc
     Packing needs ``question_index``, ``prompt_len`` and ``share_prompt`` (all [n]); without them, or when
     :func:`plan_packing` / :func:`packing_supported` decline, this is ``model(input_ids, attention_mask).logits``.
     """
-    plan = None
-    if question_index is not None and prompt_len is not None and share_prompt is not None and bool(share_prompt.any()):
-        plan = plan_packing(input_ids, attention_mask, question_index, prompt_len, share_prompt)
-    if plan is None or not packing_supported(model, plan.input_ids.size(1)):
-        return model(input_ids=input_ids, attention_mask=attention_mask).logits
-    out = model(input_ids=plan.input_ids, attention_mask=_mask_for(model, plan.allowed),
-                position_ids=plan.position_ids, use_cache=False).logits
-    flat = out.reshape(-1, out.size(-1))
-    n, t = plan.index.shape
-    return flat.index_select(0, plan.index.reshape(-1)).view(n, t, -1)
+    return packed_forward(model, input_ids, attention_mask, question_index=question_index, prompt_len=prompt_len,
+                          share_prompt=share_prompt)[0]
 
 
 def pack_kwargs(batch: dict[str, torch.Tensor], rows: torch.Tensor | None = None, prefix: str = "",

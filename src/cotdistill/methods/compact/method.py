@@ -43,6 +43,7 @@ from cotdistill.methods.compact.metrics import (
     think_token_ids,
 )
 from cotdistill.methods.losses import IGNORE_INDEX, answer_log_probs, divergence, pairwise_divergence, sequence_ce
+from cotdistill.methods.packing import pack_kwargs, packed_forward, unpack
 
 log = logging.getLogger(__name__)
 
@@ -220,16 +221,19 @@ class CompactMethod(Method):
     def _forward(
         self, model: nn.Module, parts: ModelParts, batch: dict[str, torch.Tensor], rows: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Student forward on ``rows`` of the batch (all if None): logits [r, T, V], final-norm h [r, T, H]."""
+        """Student forward on ``rows`` of the batch (all if None): logits [r, T, V], final-norm h [r, T, H].
+
+        Prompt-shared packing (``train.share_prompt``) applies as for the other methods; the hidden states
+        captured in the packed layout are unpacked with the same plan.
+        """
         ids, attn = batch["input_ids"], batch["attention_mask"]
         if rows is not None:
             ids, attn = ids[rows], attn[rows]
         with NormCapture(parts.norm) as cap:
-            out = model(input_ids=ids, attention_mask=attn, use_cache=False)
-        logits = out.logits if hasattr(out, "logits") else out[0]
+            logits, plan = packed_forward(model, ids, attn, **pack_kwargs(batch, rows))
         if cap.output is None:
             raise CotdistillError("compact: the final-norm hook saw no output (unsupported model wrapper)")
-        return logits, cap.output
+        return logits, cap.output if plan is None else unpack(cap.output, plan)
 
     def _check_ready(self, batch: dict[str, torch.Tensor]) -> None:
         assert_right_padded(batch["attention_mask"])
