@@ -113,20 +113,26 @@ echo("RETURNED")
 """
 
 
-def test_run_pipeline_two_ranks(tmp_path, tiny_model_dir, data_dir):
+def _launch_two_ranks(tmp_path: Path, source: str) -> None:
+    """Run ``source`` as a script on 2 gloo ranks (torch.distributed.run); both must exit 0."""
     from test_ddp import _free_port
-    from test_pipeline import _write_config
 
-    from cotdistill.config import load_config
-
-    path = _write_config(tmp_path, tiny_model_dir, analysis={"enabled": False})
     worker = tmp_path / "worker.py"
-    worker.write_text(_WORKER.format(here=str(HERE), out=str(tmp_path), cfg=str(path)))
+    worker.write_text(source)
     env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", str(_free_port()), str(worker)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_run_pipeline_two_ranks(tmp_path, tiny_model_dir, data_dir):
+    from test_pipeline import _write_config
+
+    from cotdistill.config import load_config
+
+    path = _write_config(tmp_path, tiny_model_dir, analysis={"enabled": False})
+    _launch_two_ranks(tmp_path, _WORKER.format(here=str(HERE), out=str(tmp_path), cfg=str(path)))
     log0, log1 = ((tmp_path / f"rank{r}.log").read_text() for r in (0, 1))
     for st in ("rationales", "curate", "eval_base", "train", "eval_student", "report"):
         assert log0.count(f"[{st}] running") == 1, (st, log0)
@@ -163,19 +169,12 @@ echo(f"RETURNED {{t is not None}}")
 @pytest.mark.slow
 def test_compare_two_ranks_two_cells(tmp_path, tiny_model_dir, data_dir):
     """Two cells in a row: rank 1 waits out cell 1's evaluation before entering cell 2's training."""
-    from test_ddp import _free_port
     from test_pipeline import _write_config
 
     from cotdistill.config import load_config
 
     path = _write_config(tmp_path, tiny_model_dir, compare={"methods": ["std_cot"], "seeds": [0, 1]})
-    worker = tmp_path / "worker.py"
-    worker.write_text(_COMPARE_WORKER.format(out=str(tmp_path), cfg=str(path)))
-    env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), str(worker)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _launch_two_ranks(tmp_path, _COMPARE_WORKER.format(out=str(tmp_path), cfg=str(path)))
     log0, log1 = ((tmp_path / f"rank{r}.log").read_text() for r in (0, 1))
     assert log0.count("[curate] running") == 1 and log0.count("[train] running") == 2
     assert log0.count("[eval_student] running") == 2 and log0.endswith("RETURNED True\n")
