@@ -65,8 +65,6 @@ def _check_provenance(path: Path, prov: dict) -> None:
     """Refuse a folder whose existing results were generated with other settings."""
     if not path.is_file():
         return
-    import json
-
     try:
         old = json.loads(path.read_text(encoding="utf-8"))
     except ValueError:
