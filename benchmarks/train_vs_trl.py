@@ -135,7 +135,7 @@ def _config(spec: dict, model: str, share_prompt: bool = False):
 
 def _encoded(spec: dict, tok, cfg) -> list[dict]:
     """Every (question, path) sequence as our collator builds it: ids + completion mask."""
-    from cotdistill.train.collate import PathCollator, build_label_vocab
+    from cotdistill.pathset.collate import PathCollator, build_label_vocab
 
     rows = C.svamp_path_rows(spec["questions"], spec["k"])
     col = PathCollator(tok, max_seq_len=cfg.train.max_seq_len, student_instruction=cfg.data.student_instruction,
@@ -152,7 +152,7 @@ def _encoded(spec: dict, tok, cfg) -> list[dict]:
 
 def patch_path_collator(timer) -> None:
     """Count the real tokens of every cotdistill batch (valid paths' attention mask)."""
-    from cotdistill.train.collate import PathCollator
+    from cotdistill.pathset.collate import PathCollator
 
     orig = PathCollator.__call__
 

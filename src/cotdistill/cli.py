@@ -132,7 +132,8 @@ def train_cmd(
     Works under `accelerate launch -m cotdistill train ...` (configs/accelerate/*.yaml).
     """
     from cotdistill.config import load_config
-    from cotdistill.train.run import train, train_method
+    from cotdistill.train.dispatch import train_method
+    from cotdistill.train.run import train
 
     cfg = load_config(config)
     rd = run_dir or cfg.run_dir()

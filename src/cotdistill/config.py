@@ -12,6 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from cotdistill.data.prompts import DEFAULT_INSTRUCTION
 from cotdistill.errors import CotdistillError
 
 
@@ -68,7 +69,7 @@ class DataConfig(Section):
     )
     answer_suffix: str = Field("The answer is: {a}", description="Shared answer line appended to every path (§0.1).")
     student_instruction: str = Field(
-        "Reason step by step and finish with a last line of the form \"The answer is: <answer>\".",
+        DEFAULT_INSTRUCTION,
         description="Appended to the question in the student's user turn (§0). Empty for COMPACT fidelity runs.",
     )
     answer_span_scope: Literal["value", "line"] = Field("value", description="Answer span: value tokens or whole line.")

@@ -139,7 +139,7 @@ def build_plan(cfg: Config, run_dir: Path, shared_dir: Path | None = None) -> li
     student_dir = run_dir / "student"
 
     def _train() -> None:
-        from cotdistill.train.run import train_method
+        from cotdistill.train.dispatch import train_method
 
         train_method(cfg, dataset_dir, run_dir)
 

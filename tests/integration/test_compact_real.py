@@ -16,7 +16,7 @@ def test_compact_step_on_smollm2():
     from cotdistill.config import Config
     from cotdistill.methods.compact import CompactMethod
     from cotdistill.methods.compact.metrics import resolve_parts
-    from cotdistill.train.collate import PathCollator
+    from cotdistill.pathset.collate import PathCollator
     from cotdistill.models import load_model_and_tokenizer
 
     model, tok, _ = load_model_and_tokenizer("smollm2-135m-instruct", dtype="float32", for_training=True)

@@ -20,7 +20,7 @@ def test_smollm2_packed_logits_equal_unpacked(attn):
     from cotdistill.methods.packing import plan_packing
     from cotdistill.methods.std_cot import forward_logits
     from cotdistill.models import load_model_and_tokenizer
-    from cotdistill.train.collate import PathCollator
+    from cotdistill.pathset.collate import PathCollator
 
     model, tok, _ = load_model_and_tokenizer("smollm2-135m-instruct", dtype="float32", attn_implementation=attn)
     model.eval()

@@ -23,7 +23,7 @@ def smol_dir():
 def test_smollm2_masks(smol_dir):
     from test_collate import INSTR, _row
 
-    from cotdistill.train.collate import PathCollator, build_label_vocab, end_of_turn_text
+    from cotdistill.pathset.collate import PathCollator, build_label_vocab, end_of_turn_text
     from cotdistill.models import load_tokenizer
 
     tok = load_tokenizer(smol_dir)

@@ -13,7 +13,7 @@ from cotdistill.methods.mcc_kd import MccKdMethod, pair_loss
 from cotdistill.methods.registry import get_method
 from cotdistill.methods.sbs import SbsMethod
 from cotdistill.methods.std_cot import StdCotMethod
-from cotdistill.train.collate import PathCollator, build_label_vocab
+from cotdistill.pathset.collate import PathCollator, build_label_vocab
 
 from test_collate import INSTR, _row  # noqa: E402  (same folder, on sys.path under pytest)
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cotdistill.errors import CotdistillError
-from cotdistill.train.collate import PathCollator, build_label_vocab, end_of_turn_text
+from cotdistill.pathset.collate import PathCollator, build_label_vocab, end_of_turn_text
 from cotdistill.utils.tiny import build_tiny_tokenizer
 
 INSTR = 'Reason step by step and finish with a last line of the form "The answer is: <answer>".'

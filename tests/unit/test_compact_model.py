@@ -47,7 +47,7 @@ def _setup(tiny_model_dir, *, dropout=0.0, nonzero_lora=True, n_rows=4, **compac
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from cotdistill.train.collate import PathCollator
+    from cotdistill.pathset.collate import PathCollator
 
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -238,7 +238,7 @@ def test_noise_teacher_gets_lowest_alpha(tiny_model_dir):
 
 @pytest.mark.parametrize("scope", ["value", "line"])
 def test_gold_ids_recovered_from_answer_span(tiny_model_dir, scope):
-    from cotdistill.train.collate import PathCollator
+    from cotdistill.pathset.collate import PathCollator
 
     tok, _, _, _, rows = _setup(tiny_model_dir)
     cfg = Config(method="compact", data={"answer_span_scope": scope})

@@ -3,8 +3,8 @@
 import torch
 
 from cotdistill.methods.edit import pair_dual_cots
-from cotdistill.train.collate import PathCollator
-from cotdistill.train.dual import DualCotCollator
+from cotdistill.pathset.collate import PathCollator
+from cotdistill.pathset.dual import DualCotCollator
 
 
 def test_pairing_prefers_same_teacher_and_similar_text():

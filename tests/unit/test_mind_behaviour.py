@@ -13,7 +13,7 @@ from cotdistill.config import Config
 from cotdistill.methods.losses import sequence_ce
 from cotdistill.methods.mind import MindMethod
 
-collate = pytest.importorskip("cotdistill.train.collate")
+collate = pytest.importorskip("cotdistill.pathset.collate")
 
 LABELS = ["analogy", "decomposition", "intuitive", "planning"]
 

@@ -42,7 +42,7 @@ def _config(tiny_model_dir, method, **extra):
 
 
 def test_mode_trains_experts_and_composes(tmp_path, tiny_model_dir):
-    from cotdistill.train.run import train_method
+    from cotdistill.train.dispatch import train_method
 
     ds = _dataset(tmp_path, False)
     cfg = _config(tiny_model_dir, "mode", mode={"n_dev_examples": 2, "budget": 4})
@@ -63,7 +63,7 @@ def test_mode_trains_experts_and_composes(tmp_path, tiny_model_dir):
 
 
 def test_edit_runs_std_cot_init_then_krsl(tmp_path, tiny_model_dir):
-    from cotdistill.train.run import train_method
+    from cotdistill.train.dispatch import train_method
 
     ds = _dataset(tmp_path, True)
     cfg = _config(tiny_model_dir, "edit")

@@ -8,7 +8,7 @@ import torch
 from cotdistill.methods.losses import IGNORE_INDEX, answer_log_probs, sequence_ce
 from cotdistill.methods.packing import model_logits, packing_supported, plan_packing
 from cotdistill.methods.std_cot import forward_logits, path_ce
-from cotdistill.train.collate import PathCollator
+from cotdistill.pathset.collate import PathCollator
 
 TEXTS = [
     "5 - 2 = 3.",

@@ -150,7 +150,7 @@ def test_run_pipeline_two_ranks(tmp_path, tiny_model_dir, data_dir):
 
 _COMPARE_WORKER = """
 import os, sys, time
-import cotdistill.train.run as R
+import cotdistill.train.dispatch as R
 from cotdistill.compare import run_compare
 from cotdistill.config import load_config
 log = open(os.path.join({out!r}, f"rank{{os.environ['RANK']}}.log"), "a")

@@ -184,7 +184,7 @@ def test_eval_loss_and_length_grouped_batches(tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
     from cotdistill.curate import load_path_dataset
-    from cotdistill.train.collate import PathCollator, build_label_vocab
+    from cotdistill.pathset.collate import PathCollator, build_label_vocab
     from cotdistill.train.run import prepare_dataset
     from cotdistill.train.trainer import DistillTrainer
 

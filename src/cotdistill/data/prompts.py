@@ -5,12 +5,11 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from cotdistill.config import DataConfig
 from cotdistill.data.types import Example
 
-#: The instruction appended to every question in the student's user turn. Taken from the config default
-#: (``data.student_instruction``) so training and evaluation prompts cannot drift apart.
-DEFAULT_INSTRUCTION: str = DataConfig.model_fields["student_instruction"].default
+#: The instruction appended to every question in the student's user turn; the default of
+#: ``data.student_instruction`` (config.py reads it from here) so training and evaluation prompts cannot drift.
+DEFAULT_INSTRUCTION: str = 'Reason step by step and finish with a last line of the form "The answer is: <answer>".'
 
 LETTERS = "ABCDEFGHIJ"
 

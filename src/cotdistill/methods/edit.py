@@ -19,31 +19,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from rapidfuzz.distance import Levenshtein
 
 from cotdistill.methods.base import Method
 from cotdistill.methods.losses import token_nll
-
-
-def key_token_masks(chosen_ids: list[int], rejected_ids: list[int]) -> tuple[list[bool], list[bool]]:
-    """Mark the key tokens of a dual CoT by token-level Levenshtein alignment.
-
-    Chosen tokens are labelled by the chosen→rejected edit operations, rejected tokens by the
-    rejected→chosen operations; replaced or deleted tokens are key, inserts are dropped (they name a
-    position in the *other* sequence).
-
-    Returns:
-        (chosen_key [len(chosen_ids)], rejected_key [len(rejected_ids)]) boolean lists.
-    """
-    chosen_key = [False] * len(chosen_ids)
-    rejected_key = [False] * len(rejected_ids)
-    for op in Levenshtein.editops(chosen_ids, rejected_ids):
-        if op.tag in ("replace", "delete"):
-            chosen_key[op.src_pos] = True
-    for op in Levenshtein.editops(rejected_ids, chosen_ids):
-        if op.tag in ("replace", "delete"):
-            rejected_key[op.src_pos] = True
-    return chosen_key, rejected_key
+from cotdistill.pathset.dual import key_token_masks, pair_dual_cots  # noqa: F401 (re-exported for users)
 
 
 def krsl_token_weights(
@@ -114,31 +93,11 @@ def krsl_loss(
     return loss_c + loss_r, logs
 
 
-def pair_dual_cots(paths: list[dict], rejected: list[dict]) -> list[tuple[dict, dict]]:
-    """Pair every wrong path with the most similar correct one (same teacher preferred).
-
-    Similarity is rapidfuzz's normalised Indel similarity of the rationale texts, so pairs share most steps.
-
-    Returns:
-        [(chosen, rejected)] in the order of ``rejected`` (empty when there is no correct path).
-    """
-    from rapidfuzz.distance import Indel
-
-    pairs = []
-    for r in rejected:
-        same = [p for p in paths if p.get("teacher") == r.get("teacher")] or paths
-        if not same:
-            continue
-        best = max(same, key=lambda p: Indel.normalized_similarity(p["text"], r["text"]))
-        pairs.append((best, r))
-    return pairs
-
-
 class EditMethod(Method):
     """EDIT's KRSL step on dual-CoT batches.
 
     Rows need ``rejected_paths`` (wrong rationales kept by curation, ``curate.keep_rejected``). Batch keys
-    (from :class:`cotdistill.train.dual.DualCotCollator`): ``chosen_input_ids``, ``chosen_attention_mask``,
+    (from :class:`cotdistill.pathset.dual.DualCotCollator`): ``chosen_input_ids``, ``chosen_attention_mask``,
     ``chosen_labels``, ``chosen_key`` and the same with ``rejected_``; all [P, T].
     """
 
@@ -150,7 +109,7 @@ class EditMethod(Method):
         pairs = pair_dual_cots(row["paths"], rejected)
         return [c for c, _ in pairs] if len(pairs) == len(rejected) else []
 
-    # the trainer wraps its PathCollator in train.dual.DualCotCollator for this kind
+    # the trainer wraps its PathCollator in pathset.dual.DualCotCollator for this kind
     collator_kind = "dual_cot"
 
     def compute_loss(self, model, batch):

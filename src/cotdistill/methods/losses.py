@@ -11,7 +11,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
+from cotdistill.pathset.collate import IGNORE_INDEX  # one definition, shared with collation
+
 DivergenceKind = Literal["kl", "sym_kl", "js"]
 
 

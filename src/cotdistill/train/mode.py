@@ -24,7 +24,7 @@ from typing import Any
 
 from cotdistill.config import Config, StdCotConfig
 from cotdistill.errors import CotdistillError
-from cotdistill.train.run import PROVENANCE_NAME
+from cotdistill.train.run import PROVENANCE_NAME, train
 from cotdistill.utils.io import append_jsonl, atomic_write_json
 
 
@@ -79,7 +79,6 @@ def _expert_dataset(rows: list[dict], unit: str, value: str, out_dir: Path) -> P
 def train_mode(config: Config, dataset_dir: str | os.PathLike, run_dir: str | os.PathLike) -> Path:
     """Train every expert, compose them on the held-out set, save the composed adapter to ``run_dir/student``."""
     from cotdistill.curate import load_path_dataset
-    from cotdistill.train.run import train
 
     run_dir = Path(run_dir)
     student_dir = run_dir / "student"
@@ -112,7 +111,7 @@ def compose_experts(config: Config, experts: dict[str, Path], dev_rows: list[dic
 
     from cotdistill.methods.losses import sequence_ce
     from cotdistill.methods.mode import compose_lora_states, search_mixing_weights
-    from cotdistill.train.collate import PathCollator, build_label_vocab
+    from cotdistill.pathset.collate import PathCollator, build_label_vocab
     from cotdistill.models import load_model_and_tokenizer
 
     mcfg = config.mode

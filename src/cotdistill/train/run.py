@@ -112,7 +112,7 @@ def train(
 
     from cotdistill.curate import load_path_dataset
     from cotdistill.methods.registry import get_method
-    from cotdistill.train.collate import PathCollator, build_label_vocab
+    from cotdistill.pathset.collate import PathCollator, build_label_vocab
     from cotdistill.train.trainer import DistillTrainer, last_complete_checkpoint, truncate_dynamics
 
     run_dir = Path(run_dir)
@@ -156,7 +156,7 @@ def train(
         **(method.collator_kwargs() if hasattr(method, "collator_kwargs") else {}),
     )
     if getattr(method, "collator_kind", "paths") == "dual_cot":  # EDIT: chosen/rejected pairs
-        from cotdistill.train.dual import DualCotCollator
+        from cotdistill.pathset.dual import DualCotCollator
 
         collator = DualCotCollator(collator)
     method.collator, method.run_dir = collator, run_dir  # MIND batches L0 with it and caches its warm-up
@@ -235,34 +235,6 @@ def train(
         _save_student(trainer, tok, config, run_dir, dataset_dir, model_prov, result, elapsed, bf16)
     trainer.accelerator.wait_for_everyone()
     return student_dir
-
-
-def train_method(config: Config, dataset_dir: str | os.PathLike, run_dir: str | os.PathLike) -> Path:
-    """Train ``config.method``, including the methods made of several training runs.
-
-    - ``mode``: one Std-CoT expert per unit, then LoraHub composition (:mod:`cotdistill.train.mode`).
-    - ``edit`` with ``edit.init_from = std_cot``: a Std-CoT run in ``run_dir/edit_init`` first, then KRSL
-      continues training its adapter (full fine-tuning: its weights).
-    - everything else: :func:`train`.
-    """
-    run_dir = Path(run_dir)
-    if config.method == "mode":
-        from cotdistill.train.mode import train_mode
-
-        return train_mode(config, dataset_dir, run_dir)
-    if config.method == "edit" and config.edit.init_from == "std_cot":
-        init_cfg = config.model_copy(deep=True)
-        init_cfg.method = "std_cot"
-        init_cfg.std_cot = init_cfg.std_cot.model_copy(update={"train": dict(config.edit.train)})
-        init_dir = train(init_cfg, dataset_dir, run_dir / "edit_init")
-        cfg = config.model_copy(deep=True)
-        tc = config.effective_train("edit")
-        if tc.finetune == "lora":
-            cfg.edit = cfg.edit.model_copy(update={"train": dict(config.edit.train) | {"init_adapter": str(init_dir)}})
-        else:
-            cfg.edit = cfg.edit.model_copy(update={"train": dict(config.edit.train) | {"model": str(init_dir)}})
-        return train(cfg, dataset_dir, run_dir)
-    return train(config, dataset_dir, run_dir)
 
 
 def _save_student(trainer, tok, config: Config, run_dir: Path, dataset_dir, model_prov: dict, result,

@@ -41,7 +41,7 @@ def _row_labels(row: dict) -> list[str]:
 
 
 def dataset_label_vocab(dataset) -> list[str]:
-    """Sorted path labels of the dataset: the fallback vocabulary, as ``train.collate.build_label_vocab``."""
+    """Sorted path labels of the dataset: the fallback vocabulary, as ``pathset.collate.build_label_vocab``."""
     return sorted({lab for i in range(len(dataset)) for lab in _row_labels(dataset[i])})
 
 
@@ -306,10 +306,10 @@ class MindMethod(Method):
     def _default_collator(self, dataset):
         """The trainer normally hands its collator over; this builds TRAIN's PathCollator as a fallback."""
         try:
-            from cotdistill.train.collate import PathCollator  # noqa: PLC0415 (optional, lazily)
+            from cotdistill.pathset.collate import PathCollator  # noqa: PLC0415 (optional, lazily)
         except ImportError as e:
             raise CotdistillError(
-                f"mind: prepare needs a collator (cotdistill.train.collate unavailable: {e})") from None
+                f"mind: prepare needs a collator (cotdistill.pathset.collate unavailable: {e})") from None
         tok = getattr(self, "_tokenizer", None)
         return PathCollator(tok, max_seq_len=self.tc.max_seq_len,
                             student_instruction=self.config.data.student_instruction,

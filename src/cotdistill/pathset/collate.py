@@ -31,8 +31,8 @@ import torch
 from cotdistill.data.prompts import eval_user_prompt
 from cotdistill.data.types import Example
 from cotdistill.errors import CotdistillError
-from cotdistill.methods.losses import IGNORE_INDEX
 
+IGNORE_INDEX = -100  # label of positions without loss (torch cross_entropy's default ignore_index)
 _SENTINEL = "XQZSENTINELQZX"
 
 

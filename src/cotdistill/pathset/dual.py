@@ -2,7 +2,7 @@
 
 Rows carry ``paths`` (correct) and, aligned with them, ``rejected_paths`` (wrong; each with its own
 ``answer``), as produced by :meth:`cotdistill.methods.edit.EditMethod.select_paths`. Both sides reuse the
-:class:`~cotdistill.train.collate.PathCollator` segments (same prompt, same suffix layout), so the only
+:class:`~cotdistill.pathset.collate.PathCollator` segments (same prompt, same suffix layout), so the only
 differences between a pair are the rationale and the answer value — exactly what the alignment marks.
 """
 
@@ -12,8 +12,50 @@ from typing import Any
 
 import torch
 
-from cotdistill.methods.edit import key_token_masks
-from cotdistill.train.collate import PathCollator
+from rapidfuzz.distance import Levenshtein
+
+from cotdistill.pathset.collate import PathCollator
+
+
+def key_token_masks(chosen_ids: list[int], rejected_ids: list[int]) -> tuple[list[bool], list[bool]]:
+    """Mark the key tokens of a dual CoT by token-level Levenshtein alignment.
+
+    Chosen tokens are labelled by the chosen→rejected edit operations, rejected tokens by the
+    rejected→chosen operations; replaced or deleted tokens are key, inserts are dropped (they name a
+    position in the *other* sequence).
+
+    Returns:
+        (chosen_key [len(chosen_ids)], rejected_key [len(rejected_ids)]) boolean lists.
+    """
+    chosen_key = [False] * len(chosen_ids)
+    rejected_key = [False] * len(rejected_ids)
+    for op in Levenshtein.editops(chosen_ids, rejected_ids):
+        if op.tag in ("replace", "delete"):
+            chosen_key[op.src_pos] = True
+    for op in Levenshtein.editops(rejected_ids, chosen_ids):
+        if op.tag in ("replace", "delete"):
+            rejected_key[op.src_pos] = True
+    return chosen_key, rejected_key
+
+
+def pair_dual_cots(paths: list[dict], rejected: list[dict]) -> list[tuple[dict, dict]]:
+    """Pair every wrong path with the most similar correct one (same teacher preferred).
+
+    Similarity is rapidfuzz's normalised Indel similarity of the rationale texts, so pairs share most steps.
+
+    Returns:
+        [(chosen, rejected)] in the order of ``rejected`` (empty when there is no correct path).
+    """
+    from rapidfuzz.distance import Indel
+
+    pairs = []
+    for r in rejected:
+        same = [p for p in paths if p.get("teacher") == r.get("teacher")] or paths
+        if not same:
+            continue
+        best = max(same, key=lambda p: Indel.normalized_similarity(p["text"], r["text"]))
+        pairs.append((best, r))
+    return pairs
 
 
 class DualCotCollator:
