@@ -114,7 +114,17 @@ class SynthesisConfig(Section):
 class FilterConfig(Section):
     judge: Literal["rule", "none"] = Field("rule", description="Correctness judge (rule = the eval checker).")
     max_regenerations: int = Field(3, ge=0, description="Resample a failed path with a new seed up to N times.")
-    min_correct_paths: int = Field(1, ge=1, description="Keep a question with at least this many correct paths.")
+    min_correct_paths: int = Field(
+        1, ge=1,
+        description="Keep a question with at least this many correct paths of its multi-path set (perspective/"
+        "teacher roles), or of its standard paths when the store has no multi-path roles.",
+    )
+    require_standard: bool | None = Field(
+        None,
+        description="Keep a question only if it has a correct standard path (what Std-CoT, SbS and MoDE's dev "
+        "target train on). Default (null): required when the store holds any standard path, so every method of a "
+        "comparison trains on the same questions.",
+    )
 
 
 class DifficultyConfig(Section):
@@ -138,7 +148,14 @@ class CurateConfig(Section):
     dedup_threshold: float = Field(
         0.9, gt=0, le=1, description="Drop a path this similar (word-3-gram Jaccard) to a kept path of its question."
     )
-    max_paths_per_question: int | None = Field(None, ge=1, description="Cap on paths per question.")
+    max_paths_per_question: int | None = Field(
+        None, ge=1,
+        description="Cap on paths per question, per role group: the multi-path set (perspective/teacher roles, "
+        "drawn round-robin over teachers) and the standard paths are each capped at this.",
+    )
+    max_standard_paths: int | None = Field(
+        None, ge=1, description="Cap on the standard paths per question (default: max_paths_per_question)."
+    )
     teachers: list[str] | None = Field(None, description="Only these teachers' records (default: all).")
     perspectives: list[str] | None = Field(None, description="Only these perspectives (default: all).")
     keep_rejected: bool = Field(

@@ -71,7 +71,16 @@ def test_real_mcc_kd_and_eit_curation(real_store, tmp_path):
     assert card["label_scheme"] == "teacher/perspective"
     teachers = {p["teacher"] for r in rows for p in r["paths"]}
     assert teachers == {"gpt-3.5-turbo", "gpt-4o", "gemini-1.5-flash", "llama-3-70b"}
-    assert all(2 <= len(r["paths"]) <= 8 for r in rows)
+    # roles: MCC-KD's samples are standard, EIT's levels perspectives; each group is capped and counted apart
+    std = [[p for p in r["paths"] if p["role"] == "standard"] for r in rows]
+    multi = [[p for p in r["paths"] if p["role"].startswith("perspective:level")] for r in rows]
+    assert all({p["teacher"] for p in s} == {"gpt-3.5-turbo"} and 1 <= len(s) <= 8 for s in std)
+    assert all(gpt35 not in {p["teacher"] for p in m} and 2 <= len(m) <= 8 for m in multi for gpt35 in ["gpt-3.5-turbo"])
+    assert all(len(s) + len(m) == len(r["paths"]) for s, m, r in zip(std, multi, rows))
+    roles = card["roles"]
+    assert roles["kinds"]["standard"]["questions"] == roles["kinds"]["perspective"]["questions"] == len(rows)
+    assert roles["min_correct_paths_counts"] == "perspective/teacher paths" and roles["require_standard_path"]
+    assert set(roles["sources"]) == {"mcc-kd", "eit"} and "no EIT path is standard" in roles["sources"]["eit"]
     assert sum(len({p["teacher"] for p in r["paths"]}) >= 3 for r in rows) > 300
 
     # every kept path: a correct record, its text without the final-answer sentence

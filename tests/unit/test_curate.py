@@ -138,12 +138,13 @@ def test_max_paths_keeps_every_teacher_and_min_paths_drops_questions(tmp_path):
         rec("q1", teacher=t, persp=p, raw=f"{t} {p}: 3 + 4 = 7 apples.\nThe answer is 7")
         for t in ("t1", "t2", "t3") for p in ("p1", "p2", "p3")
     ]
-    records += [rec("q2", raw="only one path: 7.\nThe answer is 7"), rec("q3", raw="wrong: 9.\nThe answer is 9")]
+    records += [rec("q2", persp="p1", raw="only one path: 7.\nThe answer is 7"),
+                rec("q3", persp="p1", raw="wrong: 9.\nThe answer is 9")]
     ds, card = build(tmp_path, records, max_paths_per_question=3, filter={"min_correct_paths": 2})
     assert [p["teacher"] for p in paths_of(ds, "q1")] == ["t1", "t2", "t3"]  # one each, in teacher order
     assert [r["question_id"] for r in ds["train"]] == ["q1"]
     assert card["questions"]["dropped"] == {"too_few_paths": 1, "no_correct_path": 1}
-    assert card["paths_dropped"]["over_max_paths_per_question"] == 6
+    assert card["paths_dropped"]["over_max_multi_paths"] == 6
     assert card["paths_per_question"] == {"3": 1}
 
     with pytest.raises(CotdistillError, match="curate.max_paths_per_question"):
@@ -285,7 +286,7 @@ def test_dev_split_output_and_overwrite_rules(tmp_path):
     row = dd["train"][0]
     assert set(row) == {"question_id", "question", "gold", "kind", "source", "choices", "difficulty", "paths"}
     assert row["choices"] is None
-    assert set(row["paths"][0]) == {"teacher", "perspective", "label", "text", "record_key"}
+    assert set(row["paths"][0]) == {"teacher", "perspective", "role", "twin", "label", "text", "record_key"}
     assert row["difficulty"] is None and row["kind"] == "number" and row["source"] == "svamp:train"
     card = load_data_card(out)
     assert card["splits"] == {"train": {"questions": 7, "paths": 7}, "dev": {"questions": 3, "paths": 3}}
@@ -408,3 +409,54 @@ def test_keep_rejected_keeps_wrong_paths_with_their_answer(tmp_path):
     assert wrong["answer"] == "8" and wrong["teacher"] == "t2" and "The answer is" not in wrong["text"]
     ds2, _ = build(tmp_path, records, out="plain")
     assert "rejected_paths" not in ds2["train"].column_names
+
+
+# --------------------------------------------------------------------------- path roles (issue 13)
+
+
+def test_roles_caps_and_counts_per_group(tmp_path):
+    """Standard paths and the multi-path set are capped and counted apart; a store with standard paths keeps
+    only questions that have one (so every method of a comparison trains on the same questions)."""
+    records = []
+    for q in ("q1", "q2", "q3"):
+        for k in range(3):  # three sampled standard paths (MCC-KD style)
+            if q != "q3":
+                records.append(rec(q, teacher="s", persp=f"sample{k}", role="standard", idx=k,
+                                   raw=f"{q} std {k}: 3 + 4 = {7}.\nThe answer is 7"))
+        for p in ("p1", "p2", "p3"):
+            if not (q == "q2" and p != "p1"):
+                records.append(rec(q, teacher="t", persp=p, raw=f"{q} {p} view: add 3 and 4 to get 7.\nThe answer is 7"))
+    ds, card = build(tmp_path, records, max_paths_per_question=2, filter={"min_correct_paths": 2})
+    # q1: 2 standard (cap) + 2 perspective (cap); q2: one perspective < 2 → dropped; q3: no standard → dropped
+    assert [r["question_id"] for r in ds["train"]] == ["q1"]
+    roles = [p["role"] for p in paths_of(ds, "q1")]
+    assert roles.count("standard") == 2 and sum(r.startswith("perspective:") for r in roles) == 2
+    assert card["questions"]["dropped"] == {"too_few_paths": 1, "no_standard_path": 1}
+    assert card["paths_dropped"]["over_max_standard_paths"] == 2 and card["paths_dropped"]["over_max_multi_paths"] == 2
+    assert card["roles"]["kinds"] == {"standard": {"paths": 2, "questions": 1},
+                                      "perspective": {"paths": 2, "questions": 1}}
+    assert card["roles"]["min_correct_paths_counts"] == "perspective/teacher paths"
+    assert card["roles"]["require_standard_path"] is True and card["roles"]["sources"] == {
+        "synthesis": card["roles"]["sources"]["synthesis"]}
+
+    # max_standard_paths overrides the cap of the standard group; require_standard: false keeps q3
+    ds2, card2 = build(tmp_path, records, out="d2", max_paths_per_question=2, max_standard_paths=1,
+                       filter={"min_correct_paths": 2, "require_standard": False})
+    assert [r["question_id"] for r in ds2["train"]] == ["q1", "q3"]
+    assert [p["role"] for p in paths_of(ds2, "q1")].count("standard") == 1
+
+
+def test_roles_rejected_twins_and_bad_roles(tmp_path):
+    ok = rec("q1", persp="standard", raw="3 + 4 = 7.\nThe answer is 7")
+    ccp = rec("q1", persp="ccp", role="rejected", twin=ok["key"], raw="3 + 4 = 8.\nThe answer is 8")
+    failed_ccp = rec("q1", persp="ccp", idx=1, role="rejected", twin=ok["key"], raw="3 + 4 = 7 still.\nThe answer is 7")
+    ds, card = build(tmp_path, [ok, ccp, failed_ccp], keep_rejected=True)
+    row = ds["train"][0]
+    assert [p["role"] for p in row["paths"]] == ["standard"]
+    assert [(r["role"], r["twin"], r["answer"]) for r in row["rejected_paths"]] == [("rejected", ok["key"], "8")]
+    assert card["paths_dropped"]["rejected_but_correct"] == 1
+    assert card["roles"]["dual_cot"] == {"questions_with_twin_pair": 1, "questions_with_rejected_only_unlinked": 0,
+                                         "questions_without_rejected": 0}
+
+    with pytest.raises(CotdistillError, match=r"records.jsonl: record .*: role: unknown path role 'boss'"):
+        build(tmp_path, [rec("q1", role="boss")], out="bad")

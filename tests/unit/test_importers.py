@@ -32,6 +32,7 @@ def test_mcc_kd_counts_ids_and_idempotence(data_dir, tmp_path):
     assert len(per_q) == 700 and set(per_q.values()) == {10}
     assert all(r["question_id"].startswith("chal-") for r in recs)
     assert {r["perspective"] for r in recs} == {f"sample{k}" for k in range(10)}
+    assert {r["role"] for r in recs} == {"standard"}  # MCC-KD samples the plain CoT prompt
     assert {r["teacher"] for r in recs} == {"gpt-3.5-turbo"}
     # raw, unfiltered samples: a real share is wrong; gold comes from SVAMP.json
     acc = sum(r["correct"] for r in recs) / n
@@ -62,6 +63,8 @@ def test_eit_svamp_levels_and_teachers(data_dir, tmp_path):
                             teachers="gpt-4o,human", levels=[1, 3])
     assert sub["by_teacher"] == {"gpt-4o": 700 + 699, "human": 700}
     assert sub["by_perspective"] == {"level1": 700, "level3": 699, "human": 700}
+    roles = Counter(r["role"] for r in RationaleStore(tmp_path / "sub").iter_records())
+    assert roles == {"perspective:level1": 700, "perspective:level3": 699, "teacher:human": 700}
     with pytest.raises(CotdistillError, match="teachers: unknown"):
         import_rationales("eit", root, RationaleStore(tmp_path / "x"), teachers=["gpt-5"])
 
@@ -89,6 +92,7 @@ def test_sbs_counts_and_teacher_accuracy(data_dir, tmp_path):
            for src in ("svamp:all", "csqa:train")}
     # README (upstream parsing rules): SVAMP train 73.5%, CSQA train 74.3%
     assert abs(acc["svamp:all"] - 0.735) < 0.02 and abs(acc["csqa:train"] - 0.743) < 0.03
+    assert {r["role"] for r in recs} == {"standard"}
     r = next(r for r in recs if "raw_original" in r)
     assert "Q:" not in r["raw_response"] and r["raw_original"].startswith(r["raw_response"])
 
@@ -100,6 +104,7 @@ def test_mentor_kd_three_per_question(data_dir, tmp_path):
     per_q = Counter(r["question_id"] for r in recs)
     assert len(per_q) == 1496 and set(per_q.values()) == {3}
     assert {r["perspective"] for r in recs} == {"sample0", "sample1", "sample2"}
+    assert {r["role"] for r in recs} == {"standard"}
     assert all(r["correct"] for r in recs)  # upstream kept answer-correct chains only
 
 

@@ -41,6 +41,7 @@ def test_plan_counts_keys_and_prompts(qfile, tmp_path):
     assert len({it.request.key for it in items}) == len(items)
     persp = {it.record["perspective"] for it in items}
     assert persp == {"intuitive", "socratic", "standard"}
+    assert {it.record["role"] for it in items} == {"perspective:intuitive", "perspective:socratic", "standard"}
     std = next(it for it in items if it.record["perspective"] == "standard")
     assert "solve the problem step by step." in std.request.messages[-1]["content"]
     # sampling params and seed change every key; the teacher name does not

@@ -66,6 +66,27 @@ def render_markdown(card: dict) -> str:
         _table(["paths", "questions"], [[k, v] for k, v in card["paths_per_question"].items()]),
         "",
     ]
+    if card.get("roles"):
+        r = card["roles"]
+        lines += [
+            "## Path roles",
+            "",
+            "Each method trains on the roles its paper defines (`cotdistill.pathset.roles`).",
+            "",
+            _table(["role kind", "paths", "questions"], [[k, v["paths"], v["questions"]] for k, v in r["kinds"].items()]),
+            "",
+            _table(["role", "paths"], [[k, v] for k, v in r["by_role"].items()]),
+            "",
+            f"`min_correct_paths` counts the {r['min_correct_paths_counts']}; a standard path is "
+            f"{'required' if r['require_standard_path'] else 'not required'} per question.",
+            "",
+        ]
+        lines += [f"- **{src}**: {note}" for src, note in r["sources"].items()] + [""]
+        if r.get("dual_cot"):
+            d = r["dual_cot"]
+            lines += [f"Dual CoTs (EDIT): {d['questions_with_twin_pair']} question(s) with a linked pair, "
+                      f"{d['questions_with_rejected_only_unlinked']} with unlinked wrong paths only, "
+                      f"{d['questions_without_rejected']} without a wrong path.", ""]
     if card.get("difficulty"):
         d = card["difficulty"]
         lines += ["## Difficulty", "", f"criterion `{d['criterion']}`: " + ", ".join(

@@ -4,8 +4,8 @@ Steps, in order: select teachers/perspectives; re-score every record from its ra
 extractor (stored ``correct`` is ignored, so a parser change never forces regeneration); drop wrong paths
 (``curate.filter.judge = rule``); reduce each response to its rationale body (final-answer line removed);
 group by question (ids with the same normalised text and gold are merged); drop near-duplicates; cap the
-paths per question; drop questions with fewer than ``min_correct_paths`` paths; contamination guard;
-difficulty sampling; dev split; save a ``datasets.DatasetDict`` with a data card.
+paths per question; drop questions with fewer than ``min_correct_paths`` paths; contamination guard (run
+first, on every question with a correct path); difficulty sampling; dev split; save a ``datasets.DatasetDict`` with a data card.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any
 
 from cotdistill.config import Config
 from cotdistill.errors import CotdistillError
+from cotdistill.pathset.roles import CHOSEN, REJECTED, STANDARD, count_kinds, role_kind, role_of_record
 from cotdistill.utils.io import atomic_write_json, atomic_write_text, stable_hash
 
 log = logging.getLogger(__name__)
@@ -153,6 +154,7 @@ def curate_store(config: Config, store_dir: str | os.PathLike, out_dir: str | os
     changed_verdicts = 0
     n_read = 0
     questions: dict[str, dict] = {}  # qid -> first record (question metadata)
+    backends: set[str] = set()
     paths_by_q: dict[str, list[dict]] = defaultdict(list)
     rejected_by_q: dict[str, list[dict]] = defaultdict(list)  # wrong paths, kept only with curate.keep_rejected
     for rec in tqdm(records, desc="curate: scoring", unit="rec", mininterval=2.0, total=store_stats.get("ok")):
@@ -166,6 +168,11 @@ def curate_store(config: Config, store_dir: str | os.PathLike, out_dir: str | os
             path_drops["perspective_not_selected"] += 1
             continue
         qid = str(rec["question_id"])
+        try:
+            role = role_of_record(rec)
+        except ValueError as e:
+            raise CotdistillError(f"{where}: record {rec.get('key', '?')}: role: {e}") from None
+        backends.add(str(rec.get("backend") or ""))
         questions.setdefault(qid, rec)
         if rec.get("teacher_model"):
             models[teacher].add(str(rec["teacher_model"]))
@@ -175,13 +182,17 @@ def curate_store(config: Config, store_dir: str | os.PathLike, out_dir: str | os
         st = stats[(teacher, persp)]
         st["records"] += 1
         st["correct"] += int(ok)
+        if role == REJECTED and ok:
+            path_drops["rejected_but_correct"] += 1  # a CCP request that failed to produce a wrong answer
+            continue
         if cur.filter.judge == "rule" and not ok:
             path_drops["incorrect"] += 1
             if cur.keep_rejected and pred is not None:
                 wrong = clean_rationale(rec.get("raw_response") or "")
                 if wrong:
                     rejected_by_q[qid].append({"teacher": teacher, "perspective": persp, "text": wrong,
-                                               "answer": str(pred), "record_key": str(rec["key"])})
+                                               "answer": str(pred), "record_key": str(rec["key"]),
+                                               "twin": str(rec.get("twin") or "")})
             continue
         text = clean_rationale(rec.get("raw_response") or "")
         if not text:
@@ -191,6 +202,8 @@ def curate_store(config: Config, store_dir: str | os.PathLike, out_dir: str | os
             {
                 "teacher": teacher,
                 "perspective": persp,
+                "role": role,
+                "twin": str(rec.get("twin") or ""),
                 "text": text,
                 "record_key": str(rec["key"]),
                 "_order": (teacher, persp, int(rec.get("sample_idx") or 0), str(rec["key"])),
@@ -222,37 +235,56 @@ def curate_store(config: Config, store_dir: str | os.PathLike, out_dir: str | os
     q_dropped: Counter = Counter()
     n_questions = len(questions)
 
-    # ---- per-question: dedup, cap, min paths
-    kept_paths: dict[str, list[dict]] = {}
-    for qid in sorted(questions):
-        paths = sorted(paths_by_q.get(qid, []), key=lambda p: p["_order"])
-        keep = dedup_indices([p["text"] for p in paths], cur.dedup_threshold)
-        path_drops["near_duplicate"] += len(paths) - len(keep)
-        paths = [paths[i] for i in keep]
-        if cur.max_paths_per_question is not None and len(paths) > cur.max_paths_per_question:
-            path_drops["over_max_paths_per_question"] += len(paths) - cur.max_paths_per_question
-            rng = random.Random(f"{config.run.seed}:{qid}")
-            paths = sorted(_order_round_robin(paths, rng)[: cur.max_paths_per_question], key=lambda p: p["_order"])
-        if len(paths) < cur.filter.min_correct_paths:
-            reason = "too_few_paths" if paths else ("no_correct_path" if cur.filter.judge == "rule" else "no_path")
-            q_dropped[reason] += 1
-            path_drops["question_dropped"] += len(paths)
-            continue
-        kept_paths[qid] = paths
-
-    # ---- contamination guard (before sampling, so dropped ones are replaced by clean questions)
-    unguarded = [b for b in config.eval.benchmarks if b not in cur.eval_guard]
-    if unguarded:
-        warn(f"eval.benchmarks {unguarded} are not in curate.eval_guard: training questions are not checked against them")
-    hits = find_contaminated({q: questions[q]["question"] for q in kept_paths}, list(cur.eval_guard))
+    # ---- contamination guard: every question with a correct path, before any per-question filter (a refusal
+    # must not depend on which paths a filter happened to keep); the evaluated benchmarks are always guarded
+    guarded = list(dict.fromkeys([*cur.eval_guard, *config.eval.benchmarks]))
+    hits = find_contaminated({q: questions[q]["question"] for q in questions if paths_by_q.get(q)}, guarded)
     if hits and cur.eval_guard_action == "refuse":
         raise contamination_error(str(where), hits)
     for qid in hits:
-        path_drops["question_dropped"] += len(kept_paths.pop(qid))
+        path_drops["question_dropped"] += len(paths_by_q.pop(qid, []))
+        rejected_by_q.pop(qid, None)
     if hits:
         q_dropped["contaminated"] = len(hits)
         benches = sorted({m.split(":", 1)[0] for ms in hits.values() for m in ms})
         warn(f"dropped {len(hits)} question(s) that are test questions of {', '.join(benches)}")
+
+    # ---- per-question: dedup, cap, min paths — per role group (the standard paths; the multi-path set of
+    # perspective/teacher paths), so a cap never trades one group's paths for the other's and every kept
+    # question has what each method trains on (pathset/roles.py)
+    store_kinds = count_kinds(p for ps in paths_by_q.values() for p in ps)
+    has_multi = bool(store_kinds["perspective"] or store_kinds["teacher"])
+    require_standard = cur.filter.require_standard
+    if require_standard is None:
+        require_standard = bool(store_kinds["standard"])
+    kept_paths: dict[str, list[dict]] = {}
+    for qid in sorted(set(questions) - set(hits)):
+        paths = sorted(paths_by_q.get(qid, []), key=lambda p: p["_order"])
+        keep = dedup_indices([p["text"] for p in paths], cur.dedup_threshold)
+        path_drops["near_duplicate"] += len(paths) - len(keep)
+        paths = [paths[i] for i in keep]
+        groups = {"standard": [p for p in paths if p["role"] == STANDARD],
+                  "multi": [p for p in paths if role_kind(p["role"]) in ("perspective", "teacher")],
+                  "chosen": [p for p in paths if p["role"] == CHOSEN]}  # EDIT's AHP twins: never capped/counted
+        rng = random.Random(f"{config.run.seed}:{qid}")
+        for name, cap in (("standard", cur.max_standard_paths or cur.max_paths_per_question),
+                          ("multi", cur.max_paths_per_question)):
+            if cap is not None and len(groups[name]) > cap:
+                path_drops[f"over_max_{name}_paths"] += len(groups[name]) - cap
+                groups[name] = _order_round_robin(groups[name], rng)[:cap]
+        paths = sorted(groups["standard"] + groups["multi"] + groups["chosen"], key=lambda p: p["_order"])
+        counted = groups["multi"] if has_multi else groups["standard"]
+        if len(counted) < cur.filter.min_correct_paths or (require_standard and not groups["standard"]):
+            if not paths:
+                reason = "no_correct_path" if cur.filter.judge == "rule" else "no_path"
+            elif len(counted) < cur.filter.min_correct_paths:
+                reason = "too_few_paths"
+            else:
+                reason = "no_standard_path"
+            q_dropped[reason] += 1
+            path_drops["question_dropped"] += len(paths)
+            continue
+        kept_paths[qid] = paths
 
     # ---- difficulty sampling
     qids = sorted(kept_paths)
@@ -285,7 +317,7 @@ def curate_store(config: Config, store_dir: str | os.PathLike, out_dir: str | os
         if cur.keep_rejected:
             wrong = sorted(rejected_by_q.get(qid, []), key=lambda p: (p["teacher"], p["perspective"], p["record_key"]))
             extra["rejected_paths"] = [
-                {**p, "label": _label(scheme, p["teacher"], p["perspective"])}
+                {**p, "role": REJECTED, "label": _label(scheme, p["teacher"], p["perspective"])}
                 for p in wrong[: cur.max_paths_per_question or len(wrong)]
             ]
         rows.append(
@@ -301,6 +333,8 @@ def curate_store(config: Config, store_dir: str | os.PathLike, out_dir: str | os
                     {
                         "teacher": p["teacher"],
                         "perspective": p["perspective"],
+                        "role": p["role"],
+                        "twin": p["twin"],
                         "label": _label(scheme, p["teacher"], p["perspective"]),
                         "text": p["text"],
                         "record_key": p["record_key"],
@@ -350,6 +384,7 @@ def curate_store(config: Config, store_dir: str | os.PathLike, out_dir: str | os
     for t, v in by_teacher.items():
         v["models"] = sorted(models.get(t, ()))
     hist = Counter(len(kept_paths[q]) for q in qids)
+    roles_card = _roles_card(rows, backends, require_standard, has_multi, cur.keep_rejected)
     try:
         from importlib.metadata import version
 
@@ -370,6 +405,7 @@ def curate_store(config: Config, store_dir: str | os.PathLike, out_dir: str | os
         "records": {"read": n_read, "verdict_changed_on_rescore": changed_verdicts},
         "paths_dropped": dict(path_drops),
         "paths_per_question": {str(k): hist[k] for k in sorted(hist)},
+        "roles": roles_card,
         "by_teacher_perspective": by_tp,
         "by_teacher": by_teacher,
         "by_perspective": by_persp,
@@ -384,7 +420,7 @@ def curate_store(config: Config, store_dir: str | os.PathLike, out_dir: str | os
             }
         ),
         "eval_guard": {
-            "benchmarks": list(cur.eval_guard),
+            "benchmarks": guarded,
             "action": cur.eval_guard_action,
             "contaminated": len(hits),
             "contaminated_ids": sorted(hits)[:100],
@@ -406,6 +442,45 @@ def curate_store(config: Config, store_dir: str | os.PathLike, out_dir: str | os
     return _save(splits, card, out_dir)
 
 
+def _roles_card(rows: list[dict], backends: set[str], require_standard: bool, has_multi: bool,
+                keep_rejected: bool) -> dict[str, Any]:
+    """The data card's ``roles`` section: paths and questions per role kind and role, which imported path is
+    standard (and why), and the dual-CoT pairs EDIT can use."""
+    from cotdistill.pathset.dual import pair_dual_cots_by_twin
+    from cotdistill.teachers.importers import IMPORT_ROLE_NOTES
+
+    by_role: Counter = Counter()
+    kinds: dict[str, dict[str, int]] = {}
+    for r in rows:
+        seen = set()
+        for p in list(r["paths"]) + list(r.get("rejected_paths") or []):
+            by_role[p["role"]] += 1
+            k = role_kind(p["role"])
+            kinds.setdefault(k, {"paths": 0, "questions": 0})["paths"] += 1
+            seen.add(k)
+        for k in seen:
+            kinds[k]["questions"] += 1
+    notes = {b.removeprefix("import:"): IMPORT_ROLE_NOTES[b.removeprefix("import:")]
+             for b in sorted(backends) if b.removeprefix("import:") in IMPORT_ROLE_NOTES and b.startswith("import:")}
+    if any(b and not b.startswith("import:") for b in backends):
+        notes["synthesis"] = ("standard: the standard prompt (data.standard_path: plain, METHODS.md §1.3); "
+                              "perspective:<id>: one cognitive perspective each (§1.2); rejected: EDIT's CCP/AHP twins")
+    card: dict[str, Any] = {
+        "kinds": kinds,
+        "by_role": dict(sorted(by_role.items())),
+        "min_correct_paths_counts": "perspective/teacher paths" if has_multi else "standard paths",
+        "require_standard_path": require_standard,
+        "sources": notes,
+    }
+    if keep_rejected:
+        with_twin = sum(1 for r in rows if pair_dual_cots_by_twin(r["paths"], r.get("rejected_paths") or []))
+        with_rejected = sum(1 for r in rows if r.get("rejected_paths"))
+        card["dual_cot"] = {"questions_with_twin_pair": with_twin,
+                            "questions_with_rejected_only_unlinked": with_rejected - with_twin,
+                            "questions_without_rejected": len(rows) - with_rejected}
+    return card
+
+
 # --------------------------------------------------------------------------- saving / loading
 
 
@@ -413,8 +488,8 @@ def _features(with_rejected: bool = False):
     from datasets import Features, Value
 
     s = Value("string")
-    rejected = {"rejected_paths": [{"teacher": s, "perspective": s, "text": s, "answer": s, "record_key": s,
-                                    "label": s}]}
+    rejected = {"rejected_paths": [{"teacher": s, "perspective": s, "role": s, "text": s, "answer": s,
+                                    "record_key": s, "twin": s, "label": s}]}
     return Features(
         (rejected if with_rejected else {}) | {
             "question_id": s,
@@ -424,7 +499,8 @@ def _features(with_rejected: bool = False):
             "source": s,
             "choices": [s],
             "difficulty": s,
-            "paths": [{"teacher": s, "perspective": s, "label": s, "text": s, "record_key": s}],
+            "paths": [{"teacher": s, "perspective": s, "role": s, "twin": s, "label": s, "text": s,
+                       "record_key": s}],
         }
     )
 

@@ -58,6 +58,24 @@ def pair_dual_cots(paths: list[dict], rejected: list[dict]) -> list[tuple[dict, 
     return pairs
 
 
+def pair_dual_cots_by_twin(paths: list[dict], rejected: list[dict]) -> list[tuple[dict, dict]]:
+    """EDIT's dual CoTs as synthesis built them: every rejected path whose ``twin`` names a correct path of the
+    question (by record key), paired with it. A chosen (AHP) path may also name its rejected twin.
+
+    Returns:
+        [(chosen, rejected)] in the order of ``rejected``; rejected paths without a linked twin are left out.
+    """
+    by_key = {p.get("record_key"): p for p in paths}
+    twin_of = {p.get("twin"): p for p in paths if p.get("twin")}  # chosen → its wrong original
+    pairs = []
+    for r in rejected:
+        c = by_key.get(r.get("twin")) if r.get("twin") else None
+        c = c or twin_of.get(r.get("record_key"))
+        if c is not None:
+            pairs.append((c, r))
+    return pairs
+
+
 class DualCotCollator:
     """Rows → ``chosen_*`` / ``rejected_*`` tensors [P, T] (P = pairs in the micro-step) with key-token masks.
 

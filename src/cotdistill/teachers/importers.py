@@ -20,6 +20,11 @@ Formats (see each folder's README for files, splits and contamination notes):
   perspectives ``sample0..2``. The test-split file (teacher outputs on test questions) is never imported.
 - ``store``: records of another rationale store folder.
 
+Path roles (:mod:`cotdistill.pathset.roles`; the data card repeats :data:`IMPORT_ROLE_NOTES`):
+``mcc-kd``, ``sbs`` and ``mentor-kd`` rationales are the teachers' plain CoT (``standard``); EIT's granularity
+levels are prompt styles (``perspective:level<k>``), so no EIT path is standard; EIT's human solutions are
+``teacher:human``; ``store`` keeps each record's role.
+
 Rows whose question is not found in the registry are skipped and counted (``unmatched``), except MATH-train
 problems (not in the registry by design), which get the id ``math_train/<hash>`` and the file's gold answer.
 """
@@ -38,6 +43,7 @@ from typing import Any
 
 from cotdistill import __version__
 from cotdistill.errors import CotdistillError
+from cotdistill.pathset.roles import STANDARD, TEACHER_PREFIX, perspective_role
 from cotdistill.teachers.store import RationaleStore, record_key
 from cotdistill.utils.io import stable_hash
 
@@ -48,6 +54,18 @@ FOLDERS = {
     "mentor-kd": "teacher_rationales_mentor_kd",
 }
 FORMATS = (*FOLDERS, "store")
+
+#: Which imported path is the standard one, and why (copied into the data card of every dataset using the format).
+IMPORT_ROLE_NOTES = {
+    "mcc-kd": "standard: GPT-3.5-Turbo's sampled chain-of-thought answers (MCC-KD samples the plain CoT prompt "
+              "10 times per question; every sample is a standard path, perspective sample0..9)",
+    "eit": "perspective:level<k>: each file is one granularity-level prompt (a style instruction), so no EIT path "
+           "is standard; human solutions are teacher:human",
+    "sbs": "standard: PaLM-540B's few-shot chain of thought, one per question",
+    "mentor-kd": "standard: gpt-3.5-turbo-instruct's sampled chain-of-thought answers (3 per question)",
+    "store": "each record keeps the role it was written with (records without one: perspective 'standard' is "
+             "standard, any other perspective is perspective:<id>)",
+}
 
 EIT_TEACHERS = {"ChatGPT": "gpt-4o", "chatgpt": "gpt-4o", "gemini": "gemini-1.5-flash", "llama": "llama-3-70b"}
 EIT_DEFAULT_TEACHERS = ("gpt-4o", "gemini-1.5-flash", "llama-3-70b")
@@ -180,8 +198,8 @@ class _Builder:
         self.unmatched: Counter = Counter()
         self.created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
 
-    def record(self, ex: Any, *, source: str, teacher: str, perspective: str, text: str, file: Path, row: int,
-               parsed: tuple[str | None, bool | None] | None = None, raw_original: str | None = None,
+    def record(self, ex: Any, *, source: str, teacher: str, perspective: str, role: str, text: str, file: Path,
+               row: int, parsed: tuple[str | None, bool | None] | None = None, raw_original: str | None = None,
                extra: dict[str, Any] | None = None) -> dict[str, Any]:
         from cotdistill.data.answers import EXTRACTOR_VERSION
 
@@ -196,7 +214,8 @@ class _Builder:
             "key": key, "question_id": ex.id, "question": ex.question, "gold": ex.answer, "kind": ex.kind,
             "choices": list(ex.choices) if ex.choices else None, "source": source, "teacher": teacher,
             "teacher_model": teacher, "backend": f"import:{self.fmt}", "perspective": perspective,
-            "sample_idx": sample_idx, "prompt": None, "prompt_version": f"import:{self.fmt}", "gen_params": {},
+            "role": role, "sample_idx": sample_idx, "prompt": None, "prompt_version": f"import:{self.fmt}",
+            "gen_params": {},
             "raw_response": text, "parsed_answer": pred, "correct": ok, "usage": {}, "status": "ok", "error": None,
             "created_at": self.created_at, "extractor_version": EXTRACTOR_VERSION, "cotdistill_version": __version__,
             "import_source": {"format": self.fmt, "file": str(file.relative_to(self.root)), "row": row},
@@ -224,6 +243,7 @@ def _iter_mcc_kd(root: Path, **_: Any) -> tuple[_Builder, Iterator[dict]]:
                 continue
             for k, out in enumerate(row.get("output") or []):
                 yield b.record(ex, source="svamp:all", teacher="gpt-3.5-turbo", perspective=f"sample{k}",
+                               role=STANDARD,
                                text=out, file=f, row=i)
 
     return b, gen()
@@ -312,7 +332,9 @@ def _iter_eit(root: Path, datasets=None, teachers=None, levels=None, **_: Any) -
                     if ex is None:
                         b.unmatched[ds] += 1
                         continue
-                yield b.record(ex, source=source, teacher=teacher, perspective=perspective, text=text, file=f,
+                yield b.record(ex, source=source, teacher=teacher, perspective=perspective,
+                               role=f"{TEACHER_PREFIX}{teacher}" if teacher == "human" else perspective_role(perspective),
+                               text=text, file=f,
                                row=i, extra={"granularity_level": level or None})
 
     return b, gen()
@@ -363,7 +385,8 @@ def _iter_sbs(root: Path, datasets=None, **_: Any) -> tuple[_Builder, Iterator[d
                     parsed = (pred, bool(is_correct(pred, ex.answer, ex.kind)))
                 else:
                     parsed = None  # let the data checker read it
-                yield b.record(ex, source="svamp:all", teacher="palm-540b", perspective="standard", text=text,
+                yield b.record(ex, source="svamp:all", teacher="palm-540b", perspective="standard",
+                               role=STANDARD, text=text,
                                file=f.parent / "llm" / f"train_CoT_{i // 500}.json", row=i, parsed=parsed,
                                raw_original=raw)
         if "csqa" in datasets:
@@ -394,7 +417,8 @@ def _iter_sbs(root: Path, datasets=None, **_: Any) -> tuple[_Builder, Iterator[d
                     opt = row["choices"][k] if k < len(row["choices"]) else None
                     letter = chr(ord("A") + list(ex.choices).index(opt)) if opt in ex.choices else None
                     parsed = (letter, bool(letter is not None and is_correct(letter, ex.answer, ex.kind)))
-                yield b.record(ex, source="csqa:train", teacher="palm-540b", perspective="standard", text=text,
+                yield b.record(ex, source="csqa:train", teacher="palm-540b", perspective="standard",
+                               role=STANDARD, text=text,
                                file=base / "cqa" / "llm" / f"train_CoT_{i // 1000}.json", row=i, parsed=parsed,
                                raw_original=raw)
 
@@ -426,6 +450,7 @@ def _iter_mentor_kd(root: Path, **_: Any) -> tuple[_Builder, Iterator[dict]]:
                 pred = extract_answer(text, ex.kind)
             ok = bool(pred is not None and is_correct(pred, ex.answer, ex.kind))
             yield b.record(ex, source="strategyqa", teacher="gpt-3.5-turbo-instruct", perspective=f"sample{k}",
+                           role=STANDARD,
                            text=text, file=f, row=i, parsed=(pred, ok))
 
     return b, gen()

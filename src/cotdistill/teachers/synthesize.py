@@ -26,6 +26,7 @@ from typing import Any
 
 from cotdistill import __version__
 from cotdistill.errors import CotdistillError
+from cotdistill.pathset.roles import perspective_role
 from cotdistill.teachers.backends.base import GenRequest, GenResult, make_backend
 from cotdistill.teachers.perspectives import STANDARD, STANDARD_PERSPECTIVE, Perspective, resolve_perspectives
 from cotdistill.teachers.prompts import build_messages
@@ -138,7 +139,8 @@ def plan(config: Any, questions: list[Any] | None = None) -> list[PlannedItem]:
                         "key": key, "question_id": ex.id, "question": ex.question, "gold": ex.answer,
                         "kind": ex.kind, "choices": list(ex.choices) if ex.choices else None,
                         "source": ex.meta.get("source_spec", ex.benchmark), "teacher": t.name,
-                        "teacher_model": t.model, "backend": t.backend, "perspective": p.id, "sample_idx": s,
+                        "teacher_model": t.model, "backend": t.backend, "perspective": p.id,
+                        "role": perspective_role(p.id), "sample_idx": s,
                         "prompt": messages, "prompt_version": syn.prompt_version, "prompt_hash": prompt_hash,
                         "gen_params": {**gen_params, "seed": t.seed, "request_seed": req.seed},
                     }
