@@ -37,7 +37,12 @@ def validate(config: Annotated[Path, typer.Argument(help="YAML config file.")]) 
     """Validate a config file; print the resolved config's sections."""
     from cotdistill.config import load_config
 
+    from cotdistill.methods.registry import missing_roles
+
     cfg = load_config(config)
+    problem = missing_roles(cfg, sorted({cfg.method, *cfg.compare.methods}))
+    if problem:
+        raise CotdistillError(f"{config}: method: {problem}")
     typer.echo(f"{config}: ok (method={cfg.method}, student={cfg.train.model}, teachers={len(cfg.teachers)})")
 
 

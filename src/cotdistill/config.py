@@ -230,7 +230,11 @@ class MethodTrainOverride(Section):
 
 
 class StdCotConfig(Section):
-    paths: Literal["standard", "all"] = Field("all", description="One standard path, or every path as an example.")
+    paths: Literal["standard", "all"] = Field(
+        "standard",
+        description="`standard`: one standard path per question (the papers' Std-CoT baseline, METHODS.md §4.1); "
+        "`all`: every correct path as its own example (uniform multi-path SFT, an explicit variant).",
+    )
     train: dict[str, Any] = Field(default_factory=dict, description="Overrides of train.* for this method.")
 
 
@@ -244,6 +248,12 @@ class SbsConfig(Section):
 
 
 class MccKdConfig(Section):
+    paths: Literal["auto", "standard", "multi"] = Field(
+        "auto",
+        description="Its diverse rationales: `standard` = a teacher's sampled standard paths (MCC-KD's own data), "
+        "`multi` = the perspective/teacher paths (METHODS.md §4.3 port), `auto` = standard where a question has "
+        ">= 2 of them, else multi.",
+    )
     alpha: float = Field(0.1, ge=0, description="Weight of the symmetric-KL consistency (§4.3).")
     temperature: float = Field(1.0, gt=0)
     max_rationales: int = Field(8, ge=2)
@@ -335,6 +345,12 @@ class ModeConfig(Section):
 
 class EditConfig(Section):
     init_from: Literal["std_cot", "none"] = "std_cot"
+    pairing: Literal["twin", "similarity"] = Field(
+        "twin",
+        description="Dual CoTs: `twin` = the pairs synthesis built with the CCP/AHP prompts (rejected path linked "
+        "to its correct twin); `similarity` = fallback for sets without them: each wrong sample is paired with "
+        "the most similar correct path of its question (not the paper's minimal flip; say so when you use it).",
+    )
     w_chosen_key: float = 1.0
     w_chosen_other: float = 0.0
     w_rejected_key: float = -0.025

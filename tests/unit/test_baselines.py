@@ -81,7 +81,9 @@ def test_std_cot_standard_path_selection():
     m = get_method("std_cot", Config.model_validate({"std_cot": {"paths": "standard"}}))
     assert [p["perspective"] for p in m.select_paths(row)] == ["standard"]
     assert m.select_paths(_row()) == []  # no standard path: the question is dropped
-    assert len(get_method("std_cot", Config()).select_paths(row)) == 4
+    assert get_method("std_cot", Config()).select_paths(row) == m.select_paths(row)  # the default (issue 13)
+    all_paths = get_method("std_cot", Config.model_validate({"std_cot": {"paths": "all"}}))
+    assert len(all_paths.select_paths(row)) == 4
 
 
 def test_sbs_loss_is_weighted_sum_of_views(tiny):

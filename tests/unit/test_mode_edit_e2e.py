@@ -17,14 +17,16 @@ def _dataset(tmp_path, with_rejected: bool):
             "question_id": f"q{i}", "question": f"Jack had {a} apples and got {b} more. How many apples?",
             "gold": str(a + b), "kind": "number", "source": "test", "choices": None, "difficulty": None,
             "paths": [
+                {"teacher": "t", "perspective": "standard", "role": "standard", "label": "standard",
+                 "text": f"{a} + {b} = {a + b}.", "record_key": f"k{i}std", "twin": ""},
                 {"teacher": "t", "perspective": "plan", "label": "plan", "text": f"Plan: add. {a} + {b} = {a + b}.",
                  "record_key": f"k{i}p"},
                 {"teacher": "t", "perspective": "socratic", "label": "socratic",
                  "text": f"What is {a} + {b}? It is {a + b}.", "record_key": f"k{i}s"},
             ],
-            **({"rejected_paths": [{"teacher": "t", "perspective": "plan", "label": "plan",
-                                    "text": f"Plan: add. {a} + {b} = {a + b + 1}.", "answer": str(a + b + 1),
-                                    "record_key": f"k{i}r"}]} if with_rejected else {}),
+            **({"rejected_paths": [{"teacher": "t", "perspective": "ccp", "label": "plan", "role": "rejected",
+                                    "text": f"{a} + {b} = {a + b + 1}.", "answer": str(a + b + 1),
+                                    "record_key": f"k{i}r", "twin": f"k{i}std"}]} if with_rejected else {}),
         })
     d = tmp_path / "dataset"
     DatasetDict({"train": Dataset.from_list(rows)}).save_to_disk(str(d))
@@ -48,7 +50,8 @@ def test_mode_trains_experts_and_composes(tmp_path, tiny_model_dir):
     cfg = _config(tiny_model_dir, "mode", mode={"n_dev_examples": 2, "budget": 4})
     out = train_method(cfg, ds, tmp_path / "run")
     info = json.loads((out / "cotdistill_train.json").read_text())
-    assert set(info["weights"]) == {"plan", "socratic"}
+    assert set(info["weights"]) == {"plan", "socratic"}  # experts: the perspective paths, not the standard one
+    assert info["dev_target_roles"] == {"standard": 2}
     assert (out / "adapter_model.safetensors").exists() and (out / "adapter_config.json").exists()
     for unit in ("plan", "socratic"):
         assert (tmp_path / "run" / "experts" / unit / "student" / "adapter_model.safetensors").exists()
@@ -74,6 +77,9 @@ def test_edit_runs_std_cot_init_then_krsl(tmp_path, tiny_model_dir):
     assert info["method"] == "edit"
     dyn = [json.loads(x) for x in (tmp_path / "run" / "dynamics.jsonl").read_text().splitlines()]
     assert dyn and "loss_rejected" in dyn[-1]["signals"]
+    # the dual pairs are the twins synthesis linked: the standard path and its CCP flip
+    assert info["paths_trained"] == {"standard": 6, "rejected": 6}
+    assert json.loads((init / "cotdistill_train.json").read_text())["paths_trained"] == {"standard": 6}
 
 
 def test_edit_without_rejected_paths_is_a_clear_error(tmp_path, tiny_model_dir):
@@ -82,5 +88,7 @@ def test_edit_without_rejected_paths_is_a_clear_error(tmp_path, tiny_model_dir):
 
     ds = _dataset(tmp_path, False)
     cfg = _config(tiny_model_dir, "edit", edit={"init_from": "none"})
-    with pytest.raises(CotdistillError, match="no question has a path"):
+    with pytest.raises(CotdistillError, match="method edit trains on dual pairs.*no question has one "
+                                              r"\(the dataset holds: perspective:plan 6, perspective:socratic 6, "
+                                              "standard 6\)"):
         train(cfg, ds, tmp_path / "run2")

@@ -70,7 +70,8 @@ def make_dataset(path: Path, n: int = 6) -> Path:
 def tiny_config(model_dir, root: Path, **train) -> Config:
     t = {"model": str(model_dir), "max_steps": 4, "grad_accum": 2, "save_steps": 2, "lr": 1e-3, "max_seq_len": 96,
          "gradient_checkpointing": False, "report_to": ["tensorboard"], "paths_micro_batch": 2} | train
-    return Config.model_validate({"method": "std_cot", "run": {"name": "r", "output_dir": str(root)}, "train": t})
+    return Config.model_validate({"method": "std_cot", "std_cot": {"paths": "all"},  # the trainer's multi-path paths
+                                  "run": {"name": "r", "output_dir": str(root)}, "train": t})
 
 
 def use_counting_method(monkeypatch):

@@ -30,6 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from cotdistill.pathset.roles import trainable_paths
+
 
 class Method:
     """Base class of a distillation method. Subclasses override :meth:`compute_loss` at least.
@@ -42,6 +44,20 @@ class Method:
 
     def __init__(self, config: Any):
         self.config = config
+
+    #: Role kinds (:mod:`cotdistill.pathset.roles`) the method cannot train without, given its config.
+    def needed_roles(self) -> set[str]:
+        """Role kinds the dataset must hold for this method (checked at ``validate`` and at train start)."""
+        return set()
+
+    def select_paths(self, row: dict) -> list[dict]:
+        """The paths of a dataset row this method trains on, per its paper (default: every correct path a
+        teacher wrote without a hint). Methods override this with their roles (pathset/roles.py)."""
+        return trainable_paths(row["paths"])
+
+    def select_row(self, row: dict) -> dict:
+        """Columns of ``row`` to replace before training (default: ``paths`` = :meth:`select_paths`)."""
+        return {"paths": self.select_paths(row)}
 
     def prepare(self, dataset: Any, tokenizer: Any, model: nn.Module) -> None:
         """One-off work before training (cache embeddings, initial losses, warm-ups). Default: nothing."""

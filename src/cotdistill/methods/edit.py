@@ -22,7 +22,8 @@ import torch
 
 from cotdistill.methods.base import Method
 from cotdistill.methods.losses import token_nll
-from cotdistill.pathset.dual import key_token_masks, pair_dual_cots  # noqa: F401 (re-exported for users)
+from cotdistill.pathset.dual import key_token_masks, pair_dual_cots, pair_dual_cots_by_twin  # noqa: F401
+from cotdistill.pathset.roles import trainable_paths
 
 
 def krsl_token_weights(
@@ -103,11 +104,26 @@ class EditMethod(Method):
 
     name = "edit"
 
+    def needed_roles(self) -> set[str]:
+        return {"rejected"}
+
+    def select_row(self, row: dict) -> dict:
+        """The row's dual pairs: ``paths`` (chosen) aligned one-to-one with ``rejected_paths``.
+
+        ``edit.pairing = twin``: the pairs synthesis linked (CCP/AHP); ``similarity`` (explicit fallback for sets
+        without them): every wrong path with the most similar correct path of its question. No pair: the
+        question is dropped.
+        """
+        rejected = list(row.get("rejected_paths") or [])
+        if self.config.edit.pairing == "twin":
+            pairs = pair_dual_cots_by_twin(row["paths"], rejected)
+        else:
+            pairs = pair_dual_cots(trainable_paths(row["paths"]), rejected)
+        return {"paths": [c for c, _ in pairs], "rejected_paths": [r for _, r in pairs]}
+
     def select_paths(self, row: dict) -> list[dict]:
-        """Chosen paths aligned one-to-one with ``row["rejected_paths"]`` (empty: the question is dropped)."""
-        rejected = row.get("rejected_paths") or []
-        pairs = pair_dual_cots(row["paths"], rejected)
-        return [c for c, _ in pairs] if len(pairs) == len(rejected) else []
+        """The chosen side of :meth:`select_row`'s pairs."""
+        return self.select_row(row)["paths"]
 
     # the trainer wraps its PathCollator in pathset.dual.DualCotCollator for this kind
     collator_kind = "dual_cot"

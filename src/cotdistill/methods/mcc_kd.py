@@ -24,6 +24,7 @@ import torch
 from cotdistill.methods.base import Method
 from cotdistill.methods.losses import answer_log_probs, divergence, sequence_ce
 from cotdistill.methods.std_cot import forward_logits
+from cotdistill.pathset.roles import multi_paths, standard_paths
 
 
 def ngram_jaccard(a: str, b: str, n: int) -> float:
@@ -69,11 +70,24 @@ class MccKdMethod(Method):
         self.seed = config.effective_train("mcc_kd").seed
         self.micro_pairs = max(1, config.effective_train("mcc_kd").paths_micro_batch // 2)
 
+    def diverse_set(self, row: dict) -> list[dict]:
+        """MCC-KD's candidate rationales of a row (``mcc_kd.paths``): ``standard`` = the sampled standard paths
+        (the paper's data: several samples of one teacher's CoT prompt); ``multi`` = the perspective/teacher
+        paths (METHODS.md §4.3 port: diverse by design); ``auto`` = standard when the row has >= 2 of them."""
+        std, multi = standard_paths(row["paths"]), multi_paths(row["paths"])
+        if self.c.paths == "standard" or (self.c.paths == "auto" and len(std) >= 2):
+            return std
+        return multi
+
+    def needed_roles(self) -> set[str]:
+        return {"standard"} if self.c.paths == "standard" else {"multi"} if self.c.paths == "multi" else set()
+
     def select_paths(self, row: dict) -> list[dict]:
-        """Up to ``max_rationales`` paths; with ``diversity_filter`` greedily the most mutually dissimilar."""
-        paths = list(row["paths"])
+        """Up to ``max_rationales`` of :meth:`diverse_set`; with ``diversity_filter`` greedily the most
+        mutually dissimilar."""
+        paths = self.diverse_set(row)
         k = self.c.max_rationales
-        if not self.c.diversity_filter or len(paths) <= k:
+        if not paths or not self.c.diversity_filter or len(paths) <= k:
             return paths[:k]
         chosen = [0]
         while len(chosen) < k:

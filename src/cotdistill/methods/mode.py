@@ -18,6 +18,10 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from cotdistill.errors import CotdistillError
+from cotdistill.methods.base import Method
+from cotdistill.pathset.roles import multi_paths
+
 
 def compose_lora_states(
     states: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float]
@@ -87,3 +91,24 @@ def search_mixing_weights(
             progress(i, objective)
     best = min(history, key=lambda h: h["objective"])
     return np.asarray(best["w"]), history
+
+
+class ModeMethod(Method):
+    """MoDE's entry in the method registry: its role needs and expert paths. Training is not one run of the
+    trainer but experts + composition (:func:`cotdistill.train.mode.train_mode`, via ``train_method``)."""
+
+    name = "mode"
+
+    def needed_roles(self) -> set[str]:
+        return {"standard", "multi"}  # experts on the multi-path set, composition on the standard paths
+
+    def select_paths(self, row: dict) -> list[dict]:
+        """The experts' paths: the perspective/teacher paths (each expert then keeps its unit's)."""
+        return multi_paths(row["paths"])
+
+    def compute_loss(self, model, batch):
+        raise CotdistillError("method: mode trains experts and composes them: use cotdistill.train.dispatch."
+                              "train_method (the CLI and pipeline do)")
+
+
+METHOD = ModeMethod

@@ -52,3 +52,46 @@ def student_user_prefix(config: Any) -> str:
 def get_method(name: str, config: Any) -> Method:
     """Instantiate the method ``name`` with the whole run :class:`~cotdistill.config.Config`."""
     return method_class(name)(config)
+
+
+def planned_role_kinds(config: Any) -> set[str] | None:
+    """Role kinds the config's data stages will produce (:mod:`cotdistill.pathset.roles`), or None when that
+    cannot be known before the data exists (a ``store`` import, or no data source: a dataset given to ``train``).
+    ``multi`` = perspective or teacher paths."""
+    if not config.data.imports and not config.teachers:
+        return None
+    kinds: set[str] = set()
+    for spec in config.data.imports:
+        if spec.format == "store":
+            return None
+        kinds |= {"eit": {"perspective"}}.get(spec.format, {"standard"})
+        if spec.format == "eit" and "human" in (spec.options.get("teachers") or []):
+            kinds.add("teacher")
+    if config.teachers:
+        if config.data.standard_path == "plain":
+            kinds.add("standard")
+        if any(p != "standard" for p in config.data.perspectives):
+            kinds.add("perspective")
+    if config.curate.keep_rejected:
+        kinds.add("rejected")
+    if kinds & {"perspective", "teacher"}:
+        kinds.add("multi")
+    return kinds
+
+
+def missing_roles(config: Any, methods: list[str] | None = None) -> str | None:
+    """One line naming what a method needs and the config's data will not hold, else None (validate time)."""
+    from cotdistill.pathset.roles import METHOD_ROLES
+
+    kinds = planned_role_kinds(config)
+    if kinds is None:
+        return None
+    for name in methods or [config.method]:
+        cfg = config.model_copy(update={"method": name})
+        need = get_method(name, cfg).needed_roles() - kinds
+        if need:
+            have = ", ".join(sorted(kinds - {"multi"})) or "none"
+            return (f"method {name} trains on {METHOD_ROLES.get(name, 'its paths')}; the configured data "
+                    f"(data.imports, teachers, curate.keep_rejected) yields no {'/'.join(sorted(need))} paths "
+                    f"(it yields: {have})")
+    return None

@@ -22,6 +22,7 @@ import torch
 from cotdistill.errors import CotdistillError
 from cotdistill.methods.base import Method
 from cotdistill.methods.std_cot import chunks, path_ce
+from cotdistill.pathset.roles import standard_paths
 
 
 class SbsMethod(Method):
@@ -38,6 +39,13 @@ class SbsMethod(Method):
         self.label_prefix = c.label_prefix
         self.rationale_prefix = c.rationale_prefix
         self.micro = config.effective_train("sbs").paths_micro_batch
+
+    def needed_roles(self) -> set[str]:
+        return {"standard"}
+
+    def select_paths(self, row: dict) -> list[dict]:
+        """One rationale per question, as the paper (one PaLM CoT each): the row's first standard path."""
+        return standard_paths(row["paths"])[:1]
 
     def collator_kwargs(self) -> dict[str, Any]:
         """Ask the collator for prefixed rationale views and a label view per question."""

@@ -6,7 +6,8 @@ r"""Std-CoT (METHODS.md §4.1): plain cross-entropy on the teacher path(s).
     CE_k = \frac{1}{|C_k|}\sum_{t\in C_k} -\log p_\theta(z_{k,t}\mid z_{k,<t})
 
 where ``V`` are the valid paths of the micro-step: the one standard path per question
-(``std_cot.paths = standard``) or every path (``all``, each path its own example).
+(``std_cot.paths = standard``, the papers' baseline: role ``standard``) or every correct path (``all``, each
+its own example: uniform multi-path SFT, an explicit option).
 Paths are forwarded in chunks of ``train.paths_micro_batch`` with one backward per chunk, which gives
 exactly the gradient of the mean above.
 """
@@ -22,8 +23,7 @@ from torch import nn
 from cotdistill.methods.base import Method
 from cotdistill.methods.losses import sequence_ce
 from cotdistill.methods.packing import model_logits, pack_kwargs
-
-STANDARD_PERSPECTIVE = "standard"
+from cotdistill.pathset.roles import standard_paths, trainable_paths
 
 
 def forward_logits(model: nn.Module, batch: dict[str, torch.Tensor], rows: torch.Tensor | None = None,
@@ -63,11 +63,14 @@ class StdCotMethod(Method):
         self.paths_mode = config.std_cot.paths
         self.micro = config.effective_train("std_cot").paths_micro_batch
 
+    def needed_roles(self) -> set[str]:
+        return {"standard"} if self.paths_mode == "standard" else set()
+
     def select_paths(self, row: dict) -> list[dict]:
-        """Paths trained on for a row: the standard one (``perspective == 'standard'``) or all of them."""
+        """Paths trained on for a row: its first standard path (role ``standard``), or every correct path."""
         if self.paths_mode == "standard":
-            return [p for p in row["paths"] if p.get("perspective") == STANDARD_PERSPECTIVE][:1]
-        return list(row["paths"])
+            return standard_paths(row["paths"])[:1]
+        return trainable_paths(row["paths"])
 
     def compute_loss(self, model, batch):
         """Mean CE over valid paths (one forward of everything; used for evaluation)."""

@@ -2,8 +2,11 @@
 
 ``train_mode(config, dataset_dir, run_dir)``:
 
-1. ``mode.n_dev_examples`` questions (seeded) are held out as the few-shot composition set.
-2. For every expert unit (``mode.expert_unit``: the paths' perspective or teacher) a Std-CoT LoRA adapter is
+1. ``mode.n_dev_examples`` questions (seeded) are held out as the few-shot composition set; its target is each
+   question's standard path (role ``standard``, METHODS.md §4.4), so LoraHub's weights are not tuned on one
+   perspective's style.
+2. For every expert unit (``mode.expert_unit``: the perspective or teacher of the multi-path set, i.e. the
+   perspective/teacher roles; the standard path is no expert) a Std-CoT LoRA adapter is
    trained on that unit's paths of the remaining questions, with the base student frozen, into
    ``run_dir/experts/<unit>/student`` (each expert run resumes like any training run).
 3. Mixing weights w ∈ [−bound, bound]^E are found by nevergrad on the mean dev CE + l1·mean|w|
@@ -19,11 +22,13 @@ import random
 import re
 import shutil
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from cotdistill.config import Config, StdCotConfig
 from cotdistill.errors import CotdistillError
+from cotdistill.pathset.roles import multi_paths, path_role, standard_paths
 from cotdistill.train.run import PROVENANCE_NAME, train
 from cotdistill.utils.io import append_jsonl, atomic_write_json
 
@@ -57,17 +62,35 @@ def split_dev(rows: list[dict], n_dev: int, seed: int) -> tuple[set[str], list[d
     return dev, [r for r in rows if r["question_id"] not in dev]
 
 
+def expert_rows(rows: list[dict], unit: str) -> dict[str, list[dict]]:
+    """unit value → the rows restricted to that unit's multi-path (perspective/teacher role) paths."""
+    out: dict[str, list[dict]] = {}
+    for r in rows:
+        for value in sorted({_unit_of(p, unit) for p in multi_paths(r["paths"])}):
+            paths = [p for p in multi_paths(r["paths"]) if _unit_of(p, unit) == value]
+            out.setdefault(value, []).append({**r, "paths": paths})
+    return out
+
+
+def dev_targets(dev_rows: list[dict], where: str) -> list[dict]:
+    """The composition set: each held-out question with its first standard path (questions without one are
+    skipped); a one-line error when none has one."""
+    dev = [{**r, "paths": standard_paths(r["paths"])[:1]} for r in dev_rows]
+    dev = [r for r in dev if r["paths"]]
+    if not dev:
+        raise CotdistillError(f"{where}: paths: MoDE composes its experts on the standard path of held-out "
+                              "questions (role standard); the dataset has none (data.standard_path: plain, or an "
+                              "import with standard paths)")
+    return dev
+
+
 def _expert_dataset(rows: list[dict], unit: str, value: str, out_dir: Path) -> Path:
     """Save the rows restricted to one unit's paths as a path dataset (skipped when already saved)."""
     from datasets import Dataset, DatasetDict
 
     if (out_dir / "dataset_dict.json").exists():
         return out_dir
-    kept = []
-    for r in rows:
-        paths = [p for p in r["paths"] if _unit_of(p, unit) == value]
-        if paths:
-            kept.append({**r, "paths": paths})
+    kept = expert_rows(rows, unit).get(value, [])
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     DatasetDict({"train": Dataset.from_list(kept)}).save_to_disk(str(tmp))
@@ -87,23 +110,25 @@ def train_mode(config: Config, dataset_dir: str | os.PathLike, run_dir: str | os
         return student_dir
     mcfg = config.mode
     rows = [dict(r) for r in load_path_dataset(dataset_dir)["train"]]
-    dev_ids, expert_rows = split_dev(rows, mcfg.n_dev_examples, mcfg.seed)
-    units = sorted({_unit_of(p, mcfg.expert_unit) for r in expert_rows for p in r["paths"]})
+    dev_ids, train_rows = split_dev(rows, mcfg.n_dev_examples, mcfg.seed)
+    dev_rows = dev_targets([r for r in rows if r["question_id"] in dev_ids], str(dataset_dir))
+    units = sorted(expert_rows(train_rows, mcfg.expert_unit))
     if len(units) < 2:
-        raise CotdistillError(f"{dataset_dir}: paths: MoDE needs ≥ 2 expert units ({mcfg.expert_unit}), found {units}")
+        raise CotdistillError(f"{dataset_dir}: paths: MoDE needs ≥ 2 expert units ({mcfg.expert_unit}) among the "
+                              f"perspective/teacher paths, found {units}")
     ecfg = expert_config(config)
     experts: dict[str, Path] = {}
     for i, unit in enumerate(units, 1):
         edir = run_dir / "experts" / _safe(unit)
         print(f"[mode] expert {i}/{len(units)}: {mcfg.expert_unit}={unit}")
-        ds = _expert_dataset(expert_rows, mcfg.expert_unit, unit, edir / "dataset")
+        ds = _expert_dataset(train_rows, mcfg.expert_unit, unit, edir / "dataset")
         experts[unit] = train(ecfg, ds, edir)
-    dev_rows = [r for r in rows if r["question_id"] in dev_ids]
     return compose_experts(config, experts, dev_rows, run_dir)
 
 
 def compose_experts(config: Config, experts: dict[str, Path], dev_rows: list[dict], run_dir: Path) -> Path:
-    """LoraHub search over the experts on ``dev_rows`` (one path each); save the composed adapter."""
+    """LoraHub search over the experts on ``dev_rows`` (their standard path, :func:`dev_targets`); save the
+    composed adapter."""
     import torch
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
@@ -120,7 +145,7 @@ def compose_experts(config: Config, experts: dict[str, Path], dev_rows: list[dic
     states = [load_file(str(experts[n] / "adapter_model.safetensors")) for n in names]
     model, tok, prov = load_model_and_tokenizer(tc.model, adapter=str(experts[names[0]]), for_training=True)
     model.eval()
-    dev = [{**r, "paths": r["paths"][:1]} for r in dev_rows]  # one (the first) path per dev question
+    dev = [{**r, "paths": r["paths"][:1]} for r in dev_rows]  # dev_targets: the standard path
     collator = PathCollator(
         tok, max_seq_len=tc.max_seq_len, student_instruction=config.data.student_instruction,
         answer_suffix=config.data.answer_suffix, label_vocab=build_label_vocab(dev),
@@ -168,6 +193,7 @@ def compose_experts(config: Config, experts: dict[str, Path], dev_rows: list[dic
         "expert_unit": mcfg.expert_unit,
         "weights": dict(zip(names, map(float, w))),
         "dev_questions": len(dev),
+        "dev_target_roles": dict(Counter(path_role(p) for r in dev for p in r["paths"])),
         "dev_ce": final_loss,
         "search": {"budget": mcfg.budget, "l1": mcfg.l1, "bound": mcfg.weight_bound, "seed": mcfg.seed},
         "cotdistill_version": cotdistill.__version__,

@@ -50,19 +50,39 @@ def load_student(spec: str, *, attn_implementation: str | None = None, dtype: st
 
 
 def prepare_dataset(dataset, method):
-    """Apply the method's path selection, drop questions left without paths, add ``_row`` and ``length`` columns.
+    """Apply the method's role selection (:meth:`~cotdistill.methods.base.Method.select_row`), drop questions
+    left without paths, add ``_row`` and ``length`` columns.
 
     ``length`` (characters of question + longest path) feeds the Trainer's length-grouped sampler.
     """
-    select = getattr(method, "select_paths", None)
+    select = getattr(method, "select_row", None)
 
     def fn(row: dict, idx: int) -> dict:
-        paths = select(row) if select is not None else row["paths"]
-        longest = max((len(p["text"]) for p in paths), default=0)
-        return {"paths": paths, "_row": idx, "length": len(row["question"]) + longest}
+        cols = select(row) if select is not None else {"paths": row["paths"]}
+        longest = max((len(p["text"]) for p in cols["paths"]), default=0)
+        return cols | {"_row": idx, "length": len(row["question"]) + longest}
 
     ds = dataset.map(fn, with_indices=True, desc="select paths")
+    if "rejected_paths" in ds.column_names and len(dataset) and "rejected_paths" not in fn(dataset[0], 0):
+        ds = ds.remove_columns("rejected_paths")  # only a method that selects them (EDIT) trains on them
     return ds.filter(lambda r: len(r["paths"]) > 0, desc="drop empty")
+
+
+def role_counts(dataset) -> dict[str, int]:
+    """Paths per role of a path dataset split (``paths`` and, if present, ``rejected_paths``), sorted by role."""
+    from collections import Counter
+
+    from cotdistill.pathset.roles import path_role
+
+    c = Counter(path_role(p) for paths in dataset["paths"] for p in paths)
+    if "rejected_paths" in dataset.column_names:
+        c.update(path_role(p) for paths in dataset["rejected_paths"] for p in (paths or []))
+    return dict(sorted(c.items()))
+
+
+def role_summary(dataset) -> str:
+    """``standard 300, perspective:level2 290, ...``: :func:`role_counts` as one phrase (error lines)."""
+    return ", ".join(f"{k} {v}" for k, v in role_counts(dataset).items()) or "no paths"
 
 
 def _cpu_has_bf16() -> bool:
@@ -130,9 +150,18 @@ def train(
     dd = load_path_dataset(dataset_dir)
     train_ds = prepare_dataset(dd["train"], method)
     if len(train_ds) == 0:
-        raise CotdistillError(f"{dataset_dir}: train: no question has a path for method {config.method}")
+        from cotdistill.pathset.roles import METHOD_ROLES
+
+        raise CotdistillError(
+            f"{dataset_dir}: paths: method {config.method} trains on {METHOD_ROLES.get(config.method, 'its paths')}; "
+            f"no question has one (the dataset holds: {role_summary(dd['train'])})"
+        )
+    if len(train_ds) < len(dd["train"]):
+        log.warning("%s: %d of %d questions have no path for %s and are left out", dataset_dir,
+                    len(dd["train"]) - len(train_ds), len(dd["train"]), config.method)
     dev_ds = prepare_dataset(dd["dev"], method) if "dev" in dd and len(dd["dev"]) else None
-    label_vocab = build_label_vocab(list(dd["train"]) + (list(dd["dev"]) if "dev" in dd else []))
+    # the labels of the paths the method trains on (MIND's MetaNet sees one slot per label)
+    label_vocab = build_label_vocab(list(train_ds) + (list(dev_ds) if dev_ds is not None else []))
 
     model, tok, model_prov = load_student(tc.model, attn_implementation=tc.attn_implementation,
                                           adapter=tc.init_adapter)
@@ -232,13 +261,14 @@ def train(
     elapsed = time.time() - t0
 
     if trainer.is_world_process_zero():
-        _save_student(trainer, tok, config, run_dir, dataset_dir, model_prov, result, elapsed, bf16)
+        _save_student(trainer, tok, config, run_dir, dataset_dir, model_prov, result, elapsed, bf16,
+                      role_counts(train_ds))
     trainer.accelerator.wait_for_everyone()
     return student_dir
 
 
 def _save_student(trainer, tok, config: Config, run_dir: Path, dataset_dir, model_prov: dict, result,
-                  elapsed: float, bf16: bool) -> None:
+                  elapsed: float, bf16: bool, paths_trained: dict[str, int]) -> None:
     """Write ``student/`` atomically: save into a temp folder, then rename."""
     import cotdistill
     from cotdistill.methods.registry import student_user_prefix
@@ -257,6 +287,7 @@ def _save_student(trainer, tok, config: Config, run_dir: Path, dataset_dir, mode
         "base_model": model_prov,
         "dataset_dir": str(dataset_dir),
         "data_card": card,
+        "paths_trained": paths_trained,  # role -> paths the method trained on (its role selection)
         "global_step": trainer.state.global_step,
         "epoch": trainer.state.epoch,
         "train_loss": getattr(result, "training_loss", None),

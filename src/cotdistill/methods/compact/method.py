@@ -44,6 +44,7 @@ from cotdistill.methods.compact.metrics import (
 )
 from cotdistill.methods.losses import IGNORE_INDEX, answer_log_probs, divergence, pairwise_divergence, sequence_ce
 from cotdistill.methods.packing import pack_kwargs, packed_forward, unpack
+from cotdistill.pathset.roles import one_per_teacher
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,10 @@ class CompactMethod(Method):
     """COMPACT behind the :class:`Method` interface (config section ``compact``)."""
 
     name = "compact"
+
+    def select_paths(self, row: dict) -> list[dict]:
+        """COMPACT's paths: one per teacher (its standard path, else its first perspective/teacher path)."""
+        return one_per_teacher(row["paths"])
 
     def __init__(self, config: Any):
         super().__init__(config)

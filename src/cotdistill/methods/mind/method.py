@@ -26,6 +26,7 @@ from cotdistill.methods.mind.calibration import LossEMA, calibration_loss
 from cotdistill.methods.mind.metanet import MetaNet
 from cotdistill.methods.mind.selection import select_and_weight, uniform_weights
 from cotdistill.methods.packing import model_logits, pack_kwargs
+from cotdistill.pathset.roles import perspective_paths
 from cotdistill.utils.io import stable_hash
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,14 @@ class MindMethod(Method):
     """
 
     name = "mind"
+
+    def needed_roles(self) -> set[str]:
+        return {"perspective"}
+
+    def select_paths(self, row: dict) -> list[dict]:
+        """MIND's K paths: the perspective paths (one teacher, one per cognitive perspective in the paper);
+        the standard path and rejected/hinted twins never enter the MetaNet."""
+        return perspective_paths(row["paths"])
 
     def __init__(self, config: Any):
         super().__init__(config)
