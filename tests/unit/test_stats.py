@@ -15,6 +15,7 @@ from cotdistill.evaluate.stats import (
     mcnemar_exact_p,
     paired_accuracy_difference,
     paired_metric_difference,
+    sign_flip_p,
     verdict,
     wilcoxon_p,
     wilson_interval,
@@ -126,6 +127,15 @@ def test_pairing_over_questions():
         assert [(s["a_only"], s["b_only"], s["p"]) for s in r.per_seed] == [(1, 0, 1.0)] * len(aa)
 
 
+def test_sign_flip_is_mcnemar_on_one_seed():
+    # differences in {−1, 0, +1}: flipping signs of the 7 discordant questions (1 × −1, 6 × +1) is the sign
+    # test, i.e. the exact McNemar test: 2 · (1 + 7) / 2^7 = 0.125; the zeros change nothing
+    d = np.array([-1.0] + [1.0] * 6 + [0.0] * 13)
+    assert sign_flip_p(d) == pytest.approx(0.125) == pytest.approx(mcnemar_exact_p(6, 1))
+    assert sign_flip_p(np.zeros(5)) == 1.0
+    assert sign_flip_p(np.array([0.0, 1.0, 0.0])) == 1.0 == mcnemar_exact_p(1, 0)
+
+
 def test_per_seed_mcnemar_and_combined_p_by_hand():
     # 20 questions; the base gets q0–q4 right.
     b = np.zeros((1, 20))
@@ -140,22 +150,13 @@ def test_per_seed_mcnemar_and_combined_p_by_hand():
     assert [(s["seed"], s["a_only"], s["b_only"]) for s in r.per_seed] == [("11", 6, 1), ("12", 7, 0)]
     assert [s["p"] for s in r.per_seed] == pytest.approx([0.125, 2 / 128])
     assert [s["delta"] for s in r.per_seed] == pytest.approx([0.25, 0.35])
-    assert r.p_combined == pytest.approx(0.125)  # every seed must separate: the largest p
-    assert r.verdict == "not separable"
+    # Over seeds: per-question differences of seed means, q0: −0.5, q5–q10: +1 (×6), q11: +0.5, rest 0.
+    # 8 nonzero → all 2^8 = 256 sign patterns. Observed sum 6 of a possible 7; a pattern reaches ≥ 6 only
+    # if the magnitudes it makes negative sum to ≤ 0.5: none, {q0} or {q11} → P = 3/256, two-sided 6/256.
+    assert r.p_combined == pytest.approx(6 / 256)
+    assert r.ci95[0] > 0 and r.verdict == "better"
     d = r.as_dict()
     assert d["ci95"] == list(r.ci95) and d["seeds_a"] == 2 and d["seeds_b"] == 1
-
-
-def test_seeds_disagreeing_in_direction_are_not_combined():
-    b = np.zeros((1, 30))
-    up = np.zeros(30)
-    up[:10] = 1  # a_only = 10, p = 2/1024
-    down = np.zeros(30)
-    b2 = b.copy()
-    b2[0, 20:] = 1
-    r = paired_accuracy_difference(np.stack([up, up, down]), np.concatenate([b, b, b2]), n_boot=300)
-    assert r.per_seed[2]["delta"] < 0 < r.delta
-    assert r.p_combined == 1.0
 
 
 def test_seed_pairing_by_label():
@@ -163,13 +164,13 @@ def test_seed_pairing_by_label():
     b = np.zeros((2, 10))
     r = paired_accuracy_difference(a, b, seeds_a=[0, 1, 2], seeds_b=[2, 1], n_boot=200)
     assert [(s["seed"], s["seed_b"]) for s in r.per_seed] == [("1", "1"), ("2", "2")]
-    r = paired_accuracy_difference(a, b, seeds_a=[0, 1, 2], seeds_b=[5, 6], n_boot=200)
-    assert r.per_seed == [] and r.p_combined is None and r.verdict == "not separable"
-    assert decide_family({"x": r})["x"].p_holm is None
+    # no seed in common: no per-seed McNemar, but the test over seed means still runs (10 × +1: 2/2^10)
+    r = paired_accuracy_difference(a, b, seeds_a=[0, 1, 2], seeds_b=[5, 6], n_boot=2000)
+    assert r.per_seed == [] and r.p_combined == pytest.approx(2 / 1024) and r.verdict == "better"
 
 
 def _result(delta, ci, p):
-    return PairedDifference(delta, ci, "test", "exact McNemar", 100, 3, 1, p_combined=p)
+    return PairedDifference(delta, ci, "test", "exact McNemar", "sign flip", 100, 3, 1, p_combined=p)
 
 
 def test_decide_family_holm_and_verdicts():

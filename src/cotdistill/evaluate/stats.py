@@ -8,9 +8,10 @@ seed answers the same questions). The functions here keep both facts:
 * :func:`accuracy_interval` — one row's accuracy: Wilson below :data:`WILSON_BELOW_QUESTIONS` questions,
   otherwise a bootstrap over seeds and questions.
 * :func:`hierarchical_bootstrap` — bootstrap replicates of mean(A) − mean(B) resampling seeds and questions.
-* :func:`paired_accuracy_difference` — 0/1 outcomes: Δ, hierarchical CI, exact McNemar p per seed.
+* :func:`paired_accuracy_difference` — 0/1 outcomes: Δ, hierarchical CI, exact McNemar p per seed and
+  a sign-flip permutation p over all seeds.
 * :func:`paired_metric_difference` — a continuous per-question metric (e.g. mean token NLL of held-out
-  rationales, lower is better): Δ, hierarchical CI, Wilcoxon signed-rank p per seed.
+  rationales, lower is better): Δ, hierarchical CI, Wilcoxon signed-rank p per seed and over seeds.
 * :func:`decide_family` — Holm over the methods compared with one target, and the verdict word.
 
 Array shapes: ``a`` is ``[n_seeds_a, n_questions]`` and ``b`` is ``[n_seeds_b, n_questions]``, the
@@ -35,8 +36,8 @@ WILSON_BELOW_QUESTIONS = 100
 outcomes under-covers (40 questions all wrong give the bootstrap interval [0, 0], Wilson [0, 8.8%])."""
 
 N_BOOT = 10_000
-"""Bootstrap replicates: Holm over 7 methods asks for p < 0.007, and the interval's 2.5% tail then
-rests on 250 replicates rather than 25."""
+"""Bootstrap replicates and random sign flips: Holm over 7 methods asks for p < 0.05/7 ≈ 0.007, which
+10 000 flips resolve (smallest p ≈ 2e-4), and the interval's 2.5% tail rests on 250 replicates."""
 
 VERDICTS = ("better", "worse", "not separable")
 
@@ -188,19 +189,40 @@ def holm(pvalues: Sequence[float | None], alpha: float = ALPHA) -> list[float | 
     return out
 
 
+def sign_flip_p(d: Any, *, n_resamples: int = 9_999, seed: int = 0) -> float:
+    """Two-sided paired sign-flip permutation p of "the per-question differences ``d`` (shape [n]) are
+    symmetric about 0", statistic mean(d) (scipy ``permutation_test``, ``permutation_type="samples"``:
+    swapping A and B within a question flips the sign of its difference).
+
+    Zero differences are dropped (flipping them changes nothing). Exact when 2^(nonzero) ≤
+    ``n_resamples``, else ``n_resamples`` random flips. On differences in {−1, 0, +1} (0/1 outcomes, one
+    seed each) this is the sign test on the discordant pairs, i.e. the exact McNemar test.
+    """
+    from scipy.stats import permutation_test
+
+    d = np.asarray(d, dtype=float)
+    d = d[d != 0]
+    if d.size <= 1:  # one nonzero difference: its two sign patterns are equally extreme
+        return 1.0
+    res = permutation_test((d, np.zeros_like(d)), lambda x, y, axis: np.mean(x - y, axis=axis),
+                           permutation_type="samples", vectorized=True, n_resamples=n_resamples,
+                           alternative="two-sided", rng=np.random.default_rng(seed))
+    return float(min(1.0, res.pvalue))
+
+
 @dataclass
 class PairedDifference:
     """A − B on the same questions: the effect, its interval, per-seed tests and the decision.
 
-    ``p_combined`` is the largest per-seed p when every seed's Δ has the sign of the overall Δ, else 1
-    (see :func:`paired_accuracy_difference`); ``p_holm`` and ``verdict`` are set by
-    :func:`decide_family` (until then: a family of one).
+    ``p_combined`` is the p of the test over all seeds (see :func:`paired_accuracy_difference`);
+    ``p_holm`` and ``verdict`` are set by :func:`decide_family` (until then: a family of one).
     """
 
     delta: float
     ci95: tuple[float, float]
     ci_method: str
     test: str
+    combined_test: str
     n_questions: int
     seeds_a: int
     seeds_b: int
@@ -225,8 +247,9 @@ def verdict(delta: float, ci: tuple[float, float], p_adjusted: float | None, *, 
     """"better" / "worse" (for A against B) or "not separable".
 
     Separable only when the adjusted p is below ``alpha`` **and** the interval excludes 0 on the side
-    of Δ: the p-values condition on the trained students, the interval adds seed-to-seed training
-    variance; a claim about the method needs both.
+    of Δ: the test conditions on the trained students, the interval adds seed-to-seed training
+    variance; a claim about the method needs both. (Requiring the interval as well only removes
+    rejections, so Holm's family-wise error bound still holds.)
     """
     if p_adjusted is None or not p_adjusted < alpha or math.isnan(ci[0]):
         return "not separable"
@@ -248,6 +271,7 @@ def _seed_pairs(seeds_a: Sequence[str], seeds_b: Sequence[str]) -> list[tuple[st
 
 def _paired(a: Any, b: Any, seeds_a: Sequence[Any] | None, seeds_b: Sequence[Any] | None, *,
             per_seed_test: Callable[[np.ndarray, np.ndarray], dict[str, Any]], test: str,
+            combined_test: Callable[[np.ndarray], float], combined_name: str,
             higher_is_better: bool, alpha: float, n_boot: int, seed: int) -> PairedDifference:
     a, b = _matrix(a, "a"), _matrix(b, "b")
     if a.shape[1] != b.shape[1]:
@@ -258,8 +282,8 @@ def _paired(a: Any, b: Any, seeds_a: Sequence[Any] | None, seeds_b: Sequence[Any
         raise ValueError("seeds_a / seeds_b must name each row of a / b")
     n_q = a.shape[1]
     if n_q == 0:
-        return PairedDifference(math.nan, (math.nan, math.nan), "none", test, 0, a.shape[0], b.shape[0],
-                                higher_is_better=higher_is_better, alpha=alpha)
+        return PairedDifference(math.nan, (math.nan, math.nan), "none", test, combined_name, 0, a.shape[0],
+                                b.shape[0], higher_is_better=higher_is_better, alpha=alpha)
     delta = float(a.mean() - b.mean())
     if a.shape[0] == 1 and b.shape[0] == 1:
         # One seed each: the ordinary paired bootstrap over questions, which scipy does.
@@ -277,19 +301,12 @@ def _paired(a: Any, b: Any, seeds_a: Sequence[Any] | None, seeds_b: Sequence[Any
                             alpha)
         ci_method = ("hierarchical bootstrap over seed pairs and questions" if same_seeds
                      else "hierarchical bootstrap over seeds and questions")
-    per_seed = []
-    for label, i, j in _seed_pairs(seeds_a, seeds_b):
-        per_seed.append({"seed": label, "seed_b": seeds_b[j], "delta": float(a[i].mean() - b[j].mean()),
-                         **per_seed_test(a[i], b[j])})
-    p_comb = None
-    if per_seed:
-        same_sign = all(np.sign(s["delta"]) == np.sign(delta) for s in per_seed)
-        p_comb = max(s["p"] for s in per_seed) if same_sign and delta != 0 else 1.0
-    out = PairedDifference(delta, ci, ci_method, test, n_q, a.shape[0], b.shape[0], per_seed, p_comb,
-                           higher_is_better=higher_is_better, alpha=alpha)
-    out.p_holm = p_comb
-    out.verdict = verdict(delta, ci, p_comb, alpha=alpha, higher_is_better=higher_is_better)
-    return out
+    per_seed = [{"seed": label, "seed_b": seeds_b[j], "delta": float(a[i].mean() - b[j].mean()),
+                 **per_seed_test(a[i], b[j])} for label, i, j in _seed_pairs(seeds_a, seeds_b)]
+    p_comb = combined_test(a.mean(0) - b.mean(0))  # per-question difference of the seed means, [Q]
+    out = PairedDifference(delta, ci, ci_method, test, combined_name, n_q, a.shape[0], b.shape[0], per_seed,
+                           p_comb, higher_is_better=higher_is_better, alpha=alpha)
+    return decide_family({"_": out}, alpha)["_"]
 
 
 def _mcnemar_seed(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
@@ -313,22 +330,31 @@ def paired_accuracy_difference(a: Any, b: Any, seeds_a: Sequence[Any] | None = N
         seeds_a, seeds_b: labels of the rows (training seed numbers); per-seed tests pair A's and B's
             rows with the same label (or B's single row with each of A's). Default: row numbers.
         alpha: test level and 1 − interval coverage.
-        n_boot, seed: bootstrap replicates and RNG seed.
+        n_boot, seed: bootstrap replicates / permutations and their RNG seed.
 
     Interval: :func:`hierarchical_bootstrap` over seeds and questions (seeds drawn as pairs when A
     and B carry the same seed labels, independently otherwise), or with one seed on each side
     ``scipy.stats.bootstrap(paired=True)`` over questions; percentile intervals either way.
 
-    Tests: an exact McNemar test per seed (``per_seed``: ``a_only``, ``b_only``, ``p``). The combined p
-    used for Holm is the largest per-seed p, or 1 when some seed's Δ has the opposite sign to the
-    overall Δ: an intersection-union test of "A differs from B, in this direction, on every seed",
-    valid whatever the dependence between seeds. Alternatives rejected: McNemar on the discordant
-    pairs pooled over seeds counts the base's answer to each question once per seed as if the
-    repeats were independent (anti-conservative); a sign-flip test on seed-averaged questions ignores
-    seed variance. Seed-to-seed variance enters the decision through the interval (see :func:`verdict`).
+    Tests:
+
+    * per seed (``per_seed``: ``a_only``, ``b_only``, ``p``): the exact McNemar test of that seed's
+      student against B's student of the same seed (or the base);
+    * over all seeds (``p_combined``, the one Holm adjusts): McNemar's sign test generalised to
+      several seeds, the paired sign-flip permutation test (:func:`sign_flip_p`) on each question's
+      difference of seed means; with one seed on each side it *is* the exact McNemar test. It uses
+      every seed's answers without treating repeats of a question as independent pairs.
+
+    Alternatives rejected: McNemar on the discordant pairs pooled over seeds counts the base's
+    answer to each question once per seed as if the repeats were independent (anti-conservative);
+    "every seed's McNemar must reject" (largest per-seed p) is valid but has little power at a few
+    hundred questions. Neither test sees seed-to-seed training variance (they condition on the trained
+    students); that enters the decision through the interval (see :func:`verdict`).
     """
     return _paired(a, b, seeds_a, seeds_b, per_seed_test=_mcnemar_seed, test="exact McNemar",
-                   higher_is_better=True, alpha=alpha, n_boot=n_boot, seed=seed)
+                   combined_test=lambda d: sign_flip_p(d, n_resamples=n_boot, seed=seed),
+                   combined_name="paired sign-flip on seed means", higher_is_better=True, alpha=alpha,
+                   n_boot=n_boot, seed=seed)
 
 
 def paired_metric_difference(a: Any, b: Any, seeds_a: Sequence[Any] | None = None,
@@ -337,21 +363,24 @@ def paired_metric_difference(a: Any, b: Any, seeds_a: Sequence[Any] | None = Non
     """Δ = mean(A) − mean(B) of a continuous per-question metric (e.g. mean token NLL of a held-out
     rationale; lower is better by default), with its interval and tests.
 
-    Shapes, seed pairing, interval and combined p are those of :func:`paired_accuracy_difference`;
-    the per-seed test is the Wilcoxon signed-rank test on the per-question differences. Why not the
-    paired t-test: per-question NLL differences are heavy-tailed (a few long or garbled rationales
-    carry most of the squared deviation), which the t-test's normal approximation handles badly and the
-    rank test ignores. The test is about the location (pseudo-median) of the differences; Δ and its
-    interval are about the mean, so the verdict also asks the interval to exclude 0.
+    Shapes, seed pairing and interval are those of :func:`paired_accuracy_difference`. The test, per
+    seed and over all seeds (on each question's difference of seed means), is the Wilcoxon
+    signed-rank test. Why not the paired t-test: per-question NLL differences are heavy-tailed (a few
+    long or garbled rationales carry most of the squared deviation), which the t-test's normal
+    approximation handles badly and the rank test ignores. The test is about the location
+    (pseudo-median) of the differences; Δ and its interval are about the mean, so the verdict also
+    asks the interval to exclude 0.
     """
     return _paired(a, b, seeds_a, seeds_b, per_seed_test=_wilcoxon_seed, test="Wilcoxon signed-rank",
-                   higher_is_better=not lower_is_better, alpha=alpha, n_boot=n_boot, seed=seed)
+                   combined_test=lambda d: wilcoxon_p(d, np.zeros_like(d)),
+                   combined_name="Wilcoxon signed-rank on seed means", higher_is_better=not lower_is_better,
+                   alpha=alpha, n_boot=n_boot, seed=seed)
 
 
 def decide_family(results: dict[str, PairedDifference], alpha: float | None = None) -> dict[str, PairedDifference]:
     """Holm over one family (the methods compared with the same target on the same benchmark): sets
     each result's ``p_holm`` and ``verdict`` in place and returns ``results``. Results without a
-    combined p (no paired seeds) stay outside the family and "not separable"."""
+    combined p (no questions) stay outside the family and "not separable"."""
     names = list(results)
     if not names:
         return results
