@@ -3,13 +3,17 @@
 Layout: the shared stages (rationales, dataset, base evaluation) live in ``runs/<name>/``; each method and
 seed trains and evaluates in ``runs/<name>/<method>-s<seed>/`` through the same resumable pipeline, so a
 crashed comparison resumes where it stopped. The table (``compare.md`` + ``compare.json``) gives, per
-benchmark, the mean accuracy over seeds with a bootstrap 95% CI over questions (pooled over seeds), the
-ID and OOD averages, and the gain over the base student.
+benchmark, the mean accuracy over seeds with a 95% CI (Wilson on few questions, else a bootstrap over
+seeds and questions), the ID and OOD averages, the gain over the base student, and the paired
+differences of every method to the base student and to Std-CoT: Δ with a seeds × questions bootstrap
+CI, exact McNemar p per seed and a Holm-corrected verdict (see :func:`build_table`).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +22,14 @@ import numpy as np
 
 from cotdistill.config import Config
 from cotdistill.errors import CotdistillError
+from cotdistill.evaluate.stats import (
+    ALPHA,
+    N_BOOT,
+    PairedDifference,
+    accuracy_interval,
+    decide_family,
+    paired_accuracy_difference,
+)
 from cotdistill.utils.io import atomic_write_json, atomic_write_text
 
 SHARED_STAGES = {"rationales", "curate", "eval_base"}
@@ -68,67 +80,182 @@ def _correct_vector(eval_dir: Path, bench: str) -> dict[str, bool]:
     return {str(r["id"]): bool(r["correct"]) for r in read_jsonl(path) if "id" in r}
 
 
-def bootstrap_ci(matrix: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
-    """95% CI of the mean accuracy, resampling questions; ``matrix`` is [n_seeds, n_questions] of 0/1."""
-    n = matrix.shape[1]
-    if n == 0:
-        return (float("nan"), float("nan"))
-    rng = np.random.default_rng(seed)
-    per_q = matrix.mean(0)
-    boots = per_q[rng.integers(0, n, size=(n_boot, n))].mean(1)
-    return float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
+def _seed_label(eval_dir: Path, index: int) -> str:
+    """The training seed of a cell's eval folder (``<run>/<method>-s<seed>/eval/<method>``), else its position."""
+    m = re.search(r"-s(\d+)$", eval_dir.parent.parent.name)
+    return m.group(1) if m else str(index)
 
 
-def build_table(shared_dir: Path, cells: dict[str, list[Path]], benchmarks: list[str]) -> dict[str, Any]:
-    """Accuracy table: rows = base + methods, columns = benchmarks (+ ID/OOD averages, gain over base).
+def _outcomes(vecs: list[dict[str, bool]], ids: list[str]) -> np.ndarray:
+    """[n_seeds, n_questions] 0/1 matrix of ``vecs`` (one per seed) on the questions ``ids``."""
+    return np.array([[v[i] for i in ids] for v in vecs], dtype=float).reshape(len(vecs), len(ids))
+
+
+def _common_ids(vecs: list[dict[str, bool]]) -> list[str]:
+    return sorted(set.intersection(*(set(v) for v in vecs)))
+
+
+def _num(x: float) -> float | None:
+    return None if x is None or math.isnan(x) else float(x)
+
+
+def build_table(shared_dir: Path, cells: dict[str, list[Path]], benchmarks: list[str], *,
+                reference: str | None = "std_cot", alpha: float = ALPHA, n_boot: int = N_BOOT) -> dict[str, Any]:
+    """Accuracy table and paired differences: rows = base + methods, columns = benchmarks.
+
+    Accuracy per row and benchmark: mean over seeds, with the interval of
+    :func:`cotdistill.evaluate.stats.accuracy_interval` (Wilson below 100 questions, else a bootstrap
+    over seeds and questions), ID/OOD averages and the gain over base.
+
+    Paired differences (``table["paired"][target][benchmark][method]``): every method against the base
+    student and against ``reference`` (a row name; None or absent → that comparison is skipped with a
+    note), on the questions both sides answered, with
+    :func:`cotdistill.evaluate.stats.paired_accuracy_difference` (Δ, hierarchical bootstrap CI over
+    seeds and questions, exact McNemar p per seed, sign-flip p over seeds) and Holm over one family =
+    the methods compared with the same target on the same benchmark (:func:`cotdistill.evaluate.stats.decide_family`).
+    Per-seed outcomes go into the resampling as they are: no averaging per question first.
 
     Args:
         shared_dir: folder holding ``eval/base``.
-        cells: method → its per-seed eval folders.
+        cells: method → its per-seed eval folders (``<run>/<method>-s<seed>/eval/<method>``; the seed
+            number in that name pairs seeds between methods; rows may have different seed counts).
         benchmarks: benchmark specs (columns).
+        reference: the second comparison target (default Std-CoT).
+        alpha: test level, 1 − interval coverage.
+        n_boot: bootstrap replicates per interval.
     """
     from cotdistill.data.registry import benchmark_info
 
     roles = {b: benchmark_info(b).role for b in benchmarks}
+    base_dir = shared_dir / "eval" / "base"
+    seeds: dict[str, list[str]] = {"base": ["base"]}
+    outcomes: dict[str, dict[str, list[dict[str, bool]]]] = {
+        "base": {b: [_correct_vector(base_dir, b)] for b in benchmarks}}
+    for name, dirs in cells.items():
+        seeds[name] = [_seed_label(d, i) for i, d in enumerate(dirs)]
+        outcomes[name] = {b: [_correct_vector(d, b) for d in dirs] for b in benchmarks}
     rows: dict[str, dict[str, Any]] = {}
-    base = {b: _correct_vector(shared_dir / "eval" / "base", b) for b in benchmarks}
-    for name, dirs in [("base", [shared_dir / "eval" / "base"]), *cells.items()]:
-        row: dict[str, Any] = {"seeds": len(dirs), "benchmarks": {}}
+    for name, per_bench in outcomes.items():
+        row: dict[str, Any] = {"seeds": len(seeds[name]), "benchmarks": {}}
+        if name != "base":
+            row["seed_labels"] = seeds[name]
         for b in benchmarks:
-            vecs = [base[b]] if name == "base" else [_correct_vector(d, b) for d in dirs]
-            ids = sorted(set.intersection(*(set(v) for v in vecs)) & set(base[b]))
-            m = np.array([[v[i] for i in ids] for v in vecs], dtype=float)
+            base_vec = outcomes["base"][b][0]
+            ids = [i for i in _common_ids(per_bench[b]) if i in base_vec]
+            m = _outcomes(per_bench[b], ids)
             acc = float(m.mean()) if m.size else float("nan")
-            lo, hi = bootstrap_ci(m)
-            base_acc = float(np.mean([base[b][i] for i in ids])) if ids else float("nan")
-            row["benchmarks"][b] = {"accuracy": acc, "ci95": [lo, hi], "n": len(ids), "gain": acc - base_acc,
+            lo, hi, how = accuracy_interval(m, alpha=alpha, n_boot=n_boot)
+            base_acc = float(np.mean([base_vec[i] for i in ids])) if ids else float("nan")
+            row["benchmarks"][b] = {"accuracy": _num(acc), "ci95": [_num(lo), _num(hi)], "ci_method": how,
+                                    "n": len(ids), "gain": _num(acc - base_acc),
                                     "per_seed": m.mean(1).tolist() if m.size else []}
         for role in ("id", "ood"):
             accs = [row["benchmarks"][b]["accuracy"] for b in benchmarks if roles[b] == role]
+            accs = [a for a in accs if a is not None]
             row[f"{role}_avg"] = float(np.mean(accs)) if accs else None
         rows[name] = row
     for name, row in rows.items():
         for role in ("id", "ood"):
-            if row[f"{role}_avg"] is not None:
+            if row[f"{role}_avg"] is not None and rows["base"][f"{role}_avg"] is not None:
                 row[f"{role}_gain"] = row[f"{role}_avg"] - rows["base"][f"{role}_avg"]
-    return {"benchmarks": benchmarks, "roles": roles, "rows": rows}
+
+    notes: list[str] = []
+    paired: dict[str, dict[str, dict[str, Any]]] = {}
+    targets = ["base"] + ([reference] if reference and reference != "base" else [])
+    if not reference:
+        notes.append("no reference method given: only the differences to the base student are shown")
+    for target in targets:
+        if target not in outcomes:
+            notes.append(f"reference method {target!r} is not in this table: the differences to it are skipped")
+            continue
+        for b in benchmarks:
+            family: dict[str, PairedDifference] = {}
+            for name in outcomes:
+                if name in ("base", target):
+                    continue
+                ids = _common_ids(outcomes[name][b] + outcomes[target][b])
+                family[name] = paired_accuracy_difference(
+                    _outcomes(outcomes[name][b], ids), _outcomes(outcomes[target][b], ids),
+                    seeds[name], seeds[target], alpha=alpha, n_boot=n_boot)
+                if not family[name].per_seed:
+                    notes.append(f"{b}: {name} and {target} share no training seed: no per-seed McNemar test")
+            decide_family(family, alpha)
+            paired.setdefault(target, {})[b] = {m: r.as_dict() for m, r in family.items()}
+    return {"benchmarks": benchmarks, "roles": roles, "rows": rows, "reference": reference, "paired": paired,
+            "notes": notes, "statistics": {"alpha": alpha, "n_boot": n_boot, "description": STATISTICS_NOTE}}
+
+
+STATISTICS_NOTE = (
+    "Accuracy: mean over seeds; 95% CI by Wilson score interval (n = questions) below 100 questions, "
+    "else a percentile bootstrap resampling seeds and questions. Paired differences: Δ = A − B on the "
+    "questions both answered; 95% CI by a bootstrap resampling seeds (as pairs when both methods ran the "
+    "same seed numbers) and questions (one draw shared by both methods); exact McNemar p per seed (A's "
+    "seed against B's seed of the same number, or against the base student); the p given to Holm is a "
+    "paired sign-flip permutation test on each question's difference of seed means (McNemar's test "
+    "generalised to several seeds; the exact McNemar test when both have one seed); Holm over the methods "
+    "compared with the same target on the same benchmark. Verdict better/worse: Holm p < alpha and the CI "
+    "excludes 0; else not separable."
+)
+
+
+def _pts(x: float, signed: bool = False) -> str:
+    """A fraction in percentage points, one decimal (rounded first so that −1e-17 prints as 0.0, not −0.0)."""
+    return ("{:+.1f}" if signed else "{:.1f}").format(round(100 * x, 1) + 0.0)
+
+
+def _pct_ci(lo: float | None, hi: float | None, signed: bool = False) -> str:
+    if lo is None or hi is None:
+        return "[—]"
+    return f"[{_pts(lo, signed)}, {_pts(hi, signed)}]"
+
+
+def _p(p: float | None) -> str:
+    if p is None:
+        return "—"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def table_markdown(table: dict[str, Any]) -> str:
-    """The papers' layout: one row per method, accuracy % (95% CI) per benchmark, ID/OOD averages, gain."""
+    """The papers' layout (one row per method, accuracy % with 95% CI per benchmark, ID/OOD averages,
+    gain), then the paired differences to the base student and to the reference method."""
     benches = table["benchmarks"]
     head = ["Method", *[f"{b} ({table['roles'][b].upper()})" for b in benches], "ID avg", "OOD avg", "ID gain"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    wilson = False
     for name, row in table["rows"].items():
         cells = [name + (f" (×{row['seeds']} seeds)" if row["seeds"] > 1 else "")]
         for b in benches:
             c = row["benchmarks"][b]
-            cells.append(f"{100 * c['accuracy']:.1f} [{100 * c['ci95'][0]:.1f}, {100 * c['ci95'][1]:.1f}]")
+            mark = "ʷ" if c.get("ci_method") == "wilson" else ""
+            wilson = wilson or bool(mark)
+            acc = "—" if c["accuracy"] is None else f"{100 * c['accuracy']:.1f}"
+            cells.append(f"{acc} {_pct_ci(*c['ci95'])}{mark}")
         for key in ("id_avg", "ood_avg"):
             cells.append("—" if row[key] is None else f"{100 * row[key]:.1f}")
         gain = row.get("id_gain")
         cells.append("—" if name == "base" or gain is None else f"{100 * gain:+.1f}")
         lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("Accuracy in %, mean over seeds, 95% CI in brackets: "
+                 + ("Wilson score interval (ʷ) below 100 questions, otherwise " if wilson else "")
+                 + "bootstrap over seeds and questions.")
+    paired = table.get("paired") or {}
+    if paired:
+        lines += ["", "### Paired differences", "",
+                  "| Benchmark | Method | vs | Δ points [95% CI] | McNemar p per seed (A-only:B-only) "
+                  "| p all seeds (Holm) | Verdict |",
+                  "|---|---|---|---|---|---|---|"]
+        for target, per_bench in paired.items():
+            for b, family in per_bench.items():
+                for name, r in family.items():
+                    delta = "—" if r["delta"] is None else _pts(r["delta"], signed=True)
+                    seeds = ", ".join(f"s{s['seed']}: {_p(s['p'])} ({s['a_only']}:{s['b_only']})"
+                                      for s in r["per_seed"]) or "—"
+                    lines.append(f"| {b} | {name} | {target} | {delta} {_pct_ci(*r['ci95'], signed=True)} | "
+                                 f"{seeds} | {_p(r['p_holm'])} | {r['verdict']} |")
+        lines += ["", STATISTICS_NOTE.replace("alpha", str(table.get("statistics", {}).get("alpha", ALPHA)))]
+    for note in table.get("notes") or []:
+        lines.append(f"- Note: {note}")
     return "\n".join(lines) + "\n"
 
 

@@ -1,12 +1,13 @@
-"""Comparison table: accuracy per method pooled over seeds, bootstrap CI, ID/OOD averages, gain over base."""
+"""Comparison table: accuracy per method over seeds with its CI, ID/OOD averages, gain over base, and the
+paired differences to base and to the reference method (Δ, CI, McNemar per seed, Holm, verdict)."""
 
 import json
 
-import numpy as np
 import pytest
 
-from cotdistill.compare import bootstrap_ci, build_table, cell_order, method_config, table_markdown
+from cotdistill.compare import build_table, cell_order, method_config, table_markdown
 from cotdistill.config import Config
+from cotdistill.evaluate.stats import wilson_interval
 
 
 def _eval(dirpath, bench_stem, correct):
@@ -16,25 +17,103 @@ def _eval(dirpath, bench_stem, correct):
             f.write(json.dumps({"id": f"q{i}", "correct": c}) + "\n")
 
 
+def _cell(tmp_path, method, seed):
+    return tmp_path / f"{method}-s{seed}" / "eval" / method
+
+
 def test_table_hand_values(tmp_path):
     _eval(tmp_path / "eval" / "base", "svamp", [1, 0, 0, 0])
     _eval(tmp_path / "eval" / "base", "csqa", [1, 1, 0, 0])
     for seed, (s, c) in enumerate([([1, 1, 0, 0], [1, 1, 1, 0]), ([1, 1, 1, 0], [1, 1, 0, 0])]):
-        d = tmp_path / f"mind-s{seed}" / "eval" / "mind"
-        _eval(d, "svamp", s)
-        _eval(d, "csqa", c)
-    cells = {"mind": [tmp_path / "mind-s0" / "eval" / "mind", tmp_path / "mind-s1" / "eval" / "mind"]}
-    t = build_table(tmp_path, cells, ["svamp", "csqa"])
+        _eval(_cell(tmp_path, "mind", seed), "svamp", s)
+        _eval(_cell(tmp_path, "mind", seed), "csqa", c)
+    cells = {"mind": [_cell(tmp_path, "mind", 0), _cell(tmp_path, "mind", 1)]}
+    t = build_table(tmp_path, cells, ["svamp", "csqa"], n_boot=500)
     mind = t["rows"]["mind"]
     assert mind["benchmarks"]["svamp"]["accuracy"] == pytest.approx(5 / 8)
     assert mind["benchmarks"]["svamp"]["per_seed"] == [0.5, 0.75]
     assert mind["benchmarks"]["svamp"]["gain"] == pytest.approx(5 / 8 - 1 / 4)
+    assert mind["seed_labels"] == ["0", "1"]
     assert mind["id_avg"] == pytest.approx(5 / 8) and mind["ood_avg"] == pytest.approx(5 / 8)
     assert mind["ood_gain"] == pytest.approx(5 / 8 - 1 / 2)
-    lo, hi = mind["benchmarks"]["svamp"]["ci95"]
-    assert lo <= 5 / 8 <= hi
+    # 4 questions < 100: Wilson with n = 4 questions, k = 5/8 · 4 = 2.5 (seeds do not multiply n)
+    assert mind["benchmarks"]["svamp"]["ci_method"] == "wilson"
+    assert mind["benchmarks"]["svamp"]["ci95"] == pytest.approx(list(wilson_interval(2.5, 4)))
+    # base: 1 of 4, one seed (the Wilson formula itself is checked by hand in test_stats.py)
+    assert t["rows"]["base"]["benchmarks"]["svamp"]["ci95"] == pytest.approx(list(wilson_interval(1, 4)))
     md = table_markdown(t)
-    assert "| mind (×2 seeds) | 62.5" in md and "svamp (ID)" in md and "csqa (OOD)" in md
+    assert "| mind (×2 seeds) | 62.5 [" in md and "svamp (ID)" in md and "csqa (OOD)" in md and "ʷ" in md
+    # no std_cot row: the comparison to the reference is skipped with a note, the one to base is made
+    assert list(t["paired"]) == ["base"] and "'std_cot' is not in this table" in t["notes"][0]
+    assert "Note: reference method 'std_cot'" in md
+
+
+def test_paired_differences_by_hand(tmp_path):
+    """Three methods, two seeds, 40 questions; the base gets q0–q9 right.
+
+    mind: both seeds also get q10–q17 (8 A-only, 0 B-only vs base: exact McNemar p = 2/2^8 = 0.0078125)
+    sbs:  seed 0 gains q10–q12 (3:0, p = 2/8 = 0.25), seed 1 gains q10–q16 (7:0, p = 2/128 = 0.015625)
+    std_cot: exactly the base (Δ = 0, no discordant pair, p = 1).
+    Over seeds (sign flips of each question's difference of seed means): mind 8 × (+1) → 2/2^8 = 0.0078125;
+    sbs q10–q12 +1, q13–q16 +0.5: 7 nonzero, the observed sum is the largest of 2^7 → 2/128 = 0.015625;
+    std_cot 1. Holm vs base: 3 × 0.0078125 = 0.0234375, 2 × 0.015625 = 0.03125, 1.
+    Vs std_cot (= base) over (mind, sbs): 2 × 0.0078125 = 0.015625, max(1 × 0.015625, ·) = 0.015625.
+    """
+    n = 40
+    base = [1] * 10 + [0] * 30
+    _eval(tmp_path / "eval" / "base", "svamp", base)
+
+    def gains(k):
+        return [1] * (10 + k) + [0] * (30 - k)
+
+    runs = {"mind": [gains(8), gains(8)], "sbs": [gains(3), gains(7)], "std_cot": [base, base]}
+    cells = {}
+    for m, per_seed in runs.items():
+        for seed, v in zip((3, 4), per_seed):
+            _eval(_cell(tmp_path, m, seed), "svamp", v)
+            cells.setdefault(m, []).append(_cell(tmp_path, m, seed))
+    t = build_table(tmp_path, cells, ["svamp"], n_boot=1000)
+    vs_base = t["paired"]["base"]["svamp"]
+    assert list(vs_base) == ["mind", "sbs", "std_cot"]
+    mind, sbs, std = vs_base["mind"], vs_base["sbs"], vs_base["std_cot"]
+    assert mind["delta"] == pytest.approx(8 / n) and sbs["delta"] == pytest.approx(5 / n) and std["delta"] == 0
+    assert [(s["seed"], s["a_only"], s["b_only"]) for s in mind["per_seed"]] == [("3", 8, 0), ("4", 8, 0)]
+    assert [s["p"] for s in sbs["per_seed"]] == pytest.approx([0.25, 0.015625])
+    assert [r["p_combined"] for r in (mind, sbs, std)] == pytest.approx([0.0078125, 0.015625, 1.0])
+    assert [r["p_holm"] for r in (mind, sbs, std)] == pytest.approx([0.0234375, 0.03125, 1.0])
+    # mind: both seeds identical, so resampling seeds changes nothing; every question resample keeps Δ ≥ 0
+    assert mind["ci95"][0] > 0 and mind["verdict"] == "better"
+    assert sbs["ci95"][0] > 0 and sbs["verdict"] == "better" and std["verdict"] == "not separable"
+    vs_ref = t["paired"]["std_cot"]["svamp"]
+    assert list(vs_ref) == ["mind", "sbs"]
+    assert vs_ref["mind"]["ci_method"] == "hierarchical bootstrap over seed pairs and questions"
+    assert [vs_ref[m]["p_holm"] for m in ("mind", "sbs")] == pytest.approx([0.015625, 0.015625])
+    assert t["rows"]["mind"]["benchmarks"]["svamp"]["ci_method"] == "wilson"  # 40 questions
+    md = table_markdown(t)
+    assert "### Paired differences" in md
+    assert "| svamp | mind | base | +20.0 [" in md and "s3: 0.008 (8:0), s4: 0.008 (8:0) | 0.023 | better |" in md
+    assert "| svamp | sbs | std_cot | +12.5 [" in md and "s3: 0.250 (3:0), s4: 0.016 (7:0) | 0.016 | better |" in md
+    assert ("| svamp | std_cot | base | +0.0 [+0.0, +0.0] | s3: 1.000 (0:0), s4: 1.000 (0:0) | 1.000 "
+            "| not separable |") in md
+    assert md.index("| Method |") < md.index("### Paired differences")
+    json.dumps(t, allow_nan=False)  # compare.json stays strict JSON
+
+
+def test_rows_with_different_seed_counts_and_a_custom_reference(tmp_path):
+    _eval(tmp_path / "eval" / "base", "svamp", [0] * 120)
+    cells = {"std_cot_all": [_cell(tmp_path, "std_cot_all", 0)],
+             "mind": [_cell(tmp_path, "mind", s) for s in (0, 1, 2)]}
+    _eval(cells["std_cot_all"][0], "svamp", [1] * 30 + [0] * 90)
+    for s, d in enumerate(cells["mind"]):
+        _eval(d, "svamp", [1] * (30 + 10 * s) + [0] * (90 - 10 * s))
+    t = build_table(tmp_path, cells, ["svamp"], reference="std_cot_all", n_boot=500)
+    r = t["paired"]["std_cot_all"]["svamp"]["mind"]
+    assert (r["seeds_a"], r["seeds_b"]) == (3, 1) and r["delta"] == pytest.approx(10 / 120)
+    # one reference seed stands against each of mind's three: per-seed a_only = 0, 10, 20
+    assert [s["a_only"] for s in r["per_seed"]] == [0, 10, 20] and [s["p"] for s in r["per_seed"]][0] == 1.0
+    assert r["p_combined"] < 0.01  # 20 questions up by 1/3 or 2/3 of a seed, none down
+    assert t["rows"]["mind"]["benchmarks"]["svamp"]["ci_method"] == "bootstrap"  # 120 questions
+    assert t["notes"] == []
 
 
 def test_missing_eval_is_a_clear_error(tmp_path):
@@ -43,12 +122,6 @@ def test_missing_eval_is_a_clear_error(tmp_path):
     _eval(tmp_path / "eval" / "base", "svamp", [1])
     with pytest.raises(CotdistillError, match="evaluation output missing"):
         build_table(tmp_path, {"sbs": [tmp_path / "nope"]}, ["svamp"])
-
-
-def test_bootstrap_ci_degenerate_and_width():
-    assert bootstrap_ci(np.ones((1, 10))) == (1.0, 1.0)
-    lo, hi = bootstrap_ci(np.array([[0, 1] * 50], dtype=float))
-    assert 0.35 < lo < 0.5 < hi < 0.65
 
 
 def test_method_config_keeps_data_and_eval():

@@ -175,6 +175,42 @@ def test_partial_run_shows_not_run_sections(tmp_path):
     assert "Training run</dt><dd>not run" in _section(empty_text, "summary")
 
 
+def test_compare_run_shows_paired_differences(tmp_path):
+    """A `cotdistill compare` folder: the report adds a Comparison section after the evaluation, with the
+    paired differences of compare.json (mind gains 8 of 40 questions over base on both seeds: "better")."""
+    import json
+
+    from cotdistill.compare import build_table
+    from cotdistill.utils.io import atomic_write_json
+
+    def ev(d, correct):
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "svamp.jsonl").write_text("".join(json.dumps({"id": f"q{i}", "correct": c}) + "\n"
+                                               for i, c in enumerate(correct)))
+
+    run = tmp_path / "cmp"
+    ev(run / "eval" / "base", [1] * 10 + [0] * 30)
+    cells = {"mind": []}
+    for seed in (0, 1):
+        d = run / f"mind-s{seed}" / "eval" / "mind"
+        ev(d, [1] * 18 + [0] * 22)
+        cells["mind"].append(d)
+    atomic_write_json(run / "compare.json", build_table(run, cells, ["svamp"], n_boot=300))
+    text = write_report(run).read_text()
+    page = _parse(text)
+    assert page.sections.index("compare") == page.sections.index("eval") + 1
+    c = _section(text, "compare")
+    assert "Paired differences" in c and "+20.0" in c and "s0: 0.008 (8:0), s1: 0.008 (8:0)" in c
+    assert "<td class='up'>better</td>" in c and "&#x27;std_cot&#x27; is not in this table" in c
+    # an older compare.json without paired statistics still renders, with a notice
+    old = json.loads((run / "compare.json").read_text())
+    old.pop("paired")
+    (run / "compare.json").write_text(json.dumps(old))
+    assert "<b>Not run:</b> paired differences" in _section(write_report(run).read_text(), "compare")
+    # a plain run folder has no Comparison section
+    assert "compare" not in _parse(write_report(tmp_path / "cmp" / "mind-s0").read_text()).sections
+
+
 def test_dynamics_figures_drawn_without_analysis(tmp_path):
     run = make_run(tmp_path / "r", "x", evals=False)
     text = write_report(run).read_text()

@@ -479,6 +479,61 @@ def _eval_section(run_dir: Path, cfg: dict) -> tuple[str, dict]:
     return f"<table>{head1}{rows}</table>{note}", summaries
 
 
+def _compare_section(run_dir: Path) -> str | None:
+    """The ``cotdistill compare`` table of this run folder (``compare.json``), or None when there is none."""
+    path = run_dir / "compare.json"
+    if not path.exists():
+        return None
+    table = _read_json(path)
+    if not isinstance(table, dict) or not isinstance(table.get("rows"), dict):
+        return _not_run("comparison", f"{path.name} has no table rows")
+    benches = [b for b in table.get("benchmarks") or [] if isinstance(b, str)]
+    roles = table.get("roles") or {}
+    head = "<tr><th>method</th>" + "".join(
+        f"<th>{_e(b)}<br><span class='role'>{_e(str(roles.get(b, '')).upper())}</span></th>" for b in benches) + "</tr>"
+    rows = ""
+    for name, row in table["rows"].items():
+        seeds = row.get("seeds") or 1
+        rows += f"<tr><th>{_e(name)}" + (f" <span class='ci'>×{_e(seeds)} seeds</span>" if seeds > 1 else "") + "</th>"
+        for b in benches:
+            c = (row.get("benchmarks") or {}).get(b) or {}
+            ci = c.get("ci95") or [None, None]
+            cis = (f"<br><span class='ci'>[{_pct(ci[0])}, {_pct(ci[1])}] {_e(c.get('ci_method') or '')} "
+                   f"n={_e(c.get('n'))}</span>") if ci[0] is not None else ""
+            rows += f"<td class='num'>{_pct(c.get('accuracy'))}{cis}</td>"
+        rows += "</tr>"
+    out = f"<h3>Accuracy (mean over seeds, %)</h3><table>{head}{rows}</table>"
+    paired = table.get("paired")
+    if not isinstance(paired, dict) or not paired:
+        out += _not_run("paired differences", "this compare.json has none (written before they existed)")
+    else:
+        prow = ""
+        for target, per_bench in paired.items():
+            for b, family in (per_bench or {}).items():
+                for name, r in (family or {}).items():
+                    d, ci = r.get("delta"), r.get("ci95") or [None, None]
+                    delta = "–" if d is None else f"{'+' if d >= 0 else ''}{100 * d:.1f}"
+                    cis = "" if ci[0] is None else f" <span class='ci'>[{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]</span>"
+                    seeds = ", ".join(
+                        f"s{_e(x.get('seed'))}: {_fmt(x.get('p'))} ({_e(x.get('a_only'))}:{_e(x.get('b_only'))})"
+                        for x in r.get("per_seed") or []) or "–"
+                    v = r.get("verdict") or "–"
+                    cls = "up" if v == "better" else "down" if v == "worse" else ""
+                    prow += (f"<tr><td>{_e(b)}</td><th>{_e(name)}</th><td>{_e(target)}</td>"
+                             f"<td class='num'>{delta}{cis}</td><td>{seeds}</td>"
+                             f"<td class='num'>{_fmt(r.get('p_holm'))}</td><td class='{cls}'>{_e(v)}</td></tr>")
+        out += ("<h3>Paired differences</h3><table><tr><th>benchmark</th><th>method A</th><th>vs B</th>"
+                "<th>Δ points [95% CI]</th><th>McNemar p per seed (A-only:B-only)</th><th>p all seeds (Holm)</th>"
+                f"<th>verdict</th></tr>{prow}</table>")
+        desc = (table.get("statistics") or {}).get("description")
+        if desc:
+            out += f"<p class='note'>{_e(desc)}</p>"
+    notes = [n for n in table.get("notes") or [] if isinstance(n, str)]
+    if notes:
+        out += "<ul class='warn'>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>"
+    return out
+
+
 _LATENT_COLS = [("effective_clusters", "effective clusters"), ("exp_entropy", "exp(H)"), ("weight_entropy", "H"),
                 ("exp_effective_entropy", "exp(H) effective"),
                 ("nmi", "NMI"), ("ari", "ARI"), ("silhouette_labels", "silhouette (labels)"),
@@ -616,10 +671,15 @@ def render_report(run_dir: str | Path) -> str:
         "forgetting": _forgetting_section(metrics, summaries, cfg),
         "provenance": _provenance_section(summaries, metrics),
     }
+    sections = list(SECTIONS)
+    compare_html = _compare_section(run_dir)
+    if compare_html is not None:  # a `cotdistill compare` run folder: its table after the evaluation
+        bodies["compare"] = compare_html
+        sections.insert([k for k, _ in sections].index("eval") + 1, ("compare", "Comparison"))
     title = ((cfg.get("report") or {}).get("title")) or f"cotdistill run: {(cfg.get('run') or {}).get('name') or run_dir.name}"
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    nav = "".join(f'<a href="#{k}">{_e(n)}</a>' for k, n in SECTIONS)
-    secs = "".join(f'<section id="{k}"><h2>{_e(n)}</h2>{bodies[k]}</section>' for k, n in SECTIONS)
+    nav = "".join(f'<a href="#{k}">{_e(n)}</a>' for k, n in sections)
+    secs = "".join(f'<section id="{k}"><h2>{_e(n)}</h2>{bodies[k]}</section>' for k, n in sections)
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
