@@ -36,15 +36,16 @@ SHARED_STAGES = {"rationales", "curate", "eval_base"}
 METHOD_STAGES = {"train", "eval_student"}
 
 
-def method_config(cfg: Config, method: str, seed: int) -> Config:
-    """The config of one comparison cell: same data and evaluator, this method and training seed."""
-    c = cfg.model_copy(deep=True)
-    c.method = method
+def method_config(cfg: Config, row: str, seed: int) -> Config:
+    """The config of one comparison cell: same data and evaluator, this row's method (a variant: with its
+    ``set`` keys) and training seed. Cells live in ``<run>/<row>-s<seed>/``."""
+    c = cfg.for_row(row)
+    method = c.method
     c.train.seed = seed
-    c.run.name = f"{cfg.run.name}/{method}-s{seed}"
+    c.run.name = f"{cfg.run.name}/{row}-s{seed}"
     c.analysis.enabled = False
     c.report.enabled = False
-    if method == "edit" and edit_continues_std_cot(cfg):
+    if method == "edit" and row == "edit" and edit_continues_std_cot(cfg):
         # EDIT is a Std-CoT warm start followed by KRSL: continue this seed's Std-CoT cell rather than
         # training an identical Std-CoT a second time inside the EDIT cell.
         key = "init_adapter" if cfg.effective_train("edit").finetune == "lora" else "model"
@@ -52,6 +53,25 @@ def method_config(cfg: Config, method: str, seed: int) -> Config:
             update={"init_from": "none", "train": dict(cfg.edit.train) | {key: str(std_cot_student(cfg, seed))}}
         )
     return c
+
+
+def check_tuning(cfg: Config) -> str | None:
+    """Refuse a settings search that scores test questions; for a table scored on part of a test split,
+    the one-line note to print (such a table must never pick settings). None when nothing to say."""
+    from cotdistill.data.registry import benchmark_info, is_dev_split
+
+    tests = [b for b in cfg.eval.benchmarks if not is_dev_split(b)]
+    if cfg.compare.tune and tests:
+        raise CotdistillError(
+            f"config: compare.tune: a settings search may only score dev splits (svamp:dev, gsm8k:dev); "
+            f"eval.benchmarks has test questions: {', '.join(tests)}"
+        )
+    if cfg.eval.limit is not None and not cfg.compare.tune:
+        partial = [b for b in tests if (benchmark_info(b).size or 0) > cfg.eval.limit]
+        if partial:
+            return (f"note: eval.limit {cfg.eval.limit} scores part of {', '.join(partial)}: read this table as a "
+                    "demonstration; choose settings with compare.tune on a dev split, never from it")
+    return None
 
 
 def edit_continues_std_cot(cfg: Config) -> bool:
@@ -271,11 +291,14 @@ def run_compare(cfg: Config, *, dry_run: bool = False, echo: Callable[[str], Non
     the shared stages, the evaluations and writes the table; all ranks train each cell together (see
     :mod:`cotdistill.pipeline`). The other ranks return None.
     """
-    from cotdistill.pipeline import run_pipeline
+    from cotdistill.pipeline import run_pipeline, student_tag
     from cotdistill.utils.dist import is_main
 
     say = echo if is_main() else (lambda s: None)  # the pipeline itself decides what other ranks print
 
+    note = check_tuning(cfg)
+    if note:
+        say(note)
     chosen = list(cfg.compare.methods)
     if methods is not None:
         unknown = [m for m in methods if m not in chosen]
@@ -284,6 +307,11 @@ def run_compare(cfg: Config, *, dry_run: bool = False, echo: Callable[[str], Non
                 f"--methods: {', '.join(unknown) or '(empty)'} not in compare.methods ({', '.join(chosen)})"
             )
         chosen = [m for m in chosen if m in methods]
+    from cotdistill.methods.registry import missing_roles
+
+    problem = next((p for row in chosen if (p := missing_roles(cfg.for_row(row)))), None)
+    if problem:  # before the shared stages: a row that cannot train must not cost hours of evaluation first
+        raise CotdistillError(f"config: compare.methods: {problem}")
     shared = cfg.run_dir()
     say(f"== shared stages in {shared}")
     run_pipeline(cfg, dry_run=dry_run, echo=echo, only=SHARED_STAGES)
@@ -300,10 +328,12 @@ def run_compare(cfg: Config, *, dry_run: bool = False, echo: Callable[[str], Non
                     )
             say(f"== {method}, seed {seed} in {mc.run_dir()}")
             run_pipeline(mc, dry_run=dry_run, echo=echo, only=METHOD_STAGES, shared_dir=shared)
-            cells.setdefault(method, []).append(mc.run_dir() / "eval" / method)
+            cells.setdefault(method, []).append(mc.run_dir() / "eval" / student_tag(mc))
     if dry_run or not is_main():
         return None
-    table = build_table(shared, {m: cells[m] for m in chosen}, list(cfg.eval.benchmarks))
+    reference = cfg.compare.reference if cfg.compare.reference in chosen else None
+    table = build_table(shared, {m: cells[m] for m in chosen}, list(cfg.eval.benchmarks), reference=reference)
+    table["rows_method"] = {m: cfg.compare.method_of(m) for m in chosen}
     table["provenance"] = {"config": json.loads(json.dumps(cfg.model_dump(mode="json"))), "seeds": cfg.compare.seeds}
     atomic_write_json(shared / "compare.json", table)
     md = table_markdown(table)

@@ -325,7 +325,12 @@ class CompactConfig(Section):
     think_weight: float = 1.0
     non_think_weight: float = 0.1
     mi_variant: Literal["logit", "logprob"] = "logit"
-    mi_scope: Literal["all", "completion"] = "all"
+    mi_scope: Literal["all", "completion"] = Field(
+        "all",
+        description="Positions S_MI sums over: `all` = every real token (prompt + completion), `completion` = the "
+        "completion. Unlike the authors' code, padding is never summed: its states depend on the other paths' "
+        "lengths and are not computed under train.share_prompt, so α would change with packing.",
+    )
     mi_length_norm: bool = False
     gqa_repeat: Literal["feature", "head"] = "feature"
     gold_leading_space: bool = False
@@ -407,13 +412,58 @@ class AnalysisConfig(Section):
     ood_benchmarks: list[str] = Field(default_factory=lambda: ["csqa", "strategyqa"])
 
 
+class CompareVariant(Section):
+    """A comparison row that is one method with some keys changed (e.g. Std-CoT on every path)."""
+
+    method: Literal["std_cot", "sbs", "mcc_kd", "mind", "compact", "mode", "edit"] = Field(
+        description="The method this row trains.")
+    set: dict[str, Any] = Field(
+        default_factory=dict, description="Dotted config keys changed for this row, e.g. {std_cot.paths: all}.")
+
+
 class CompareConfig(Section):
     """`cotdistill compare`: methods × seeds trained on the same curated data, scored by the same evaluator."""
 
-    methods: list[Literal["std_cot", "sbs", "mcc_kd", "mind", "compact", "mode", "edit"]] = Field(
-        default_factory=lambda: ["std_cot", "sbs", "mcc_kd", "mind", "compact"], description="Methods to compare."
+    methods: list[str] = Field(
+        default_factory=lambda: ["std_cot", "sbs", "mcc_kd", "mind", "compact"],
+        description="Rows of the table: method names, or names of `compare.variants`.",
+    )
+    variants: dict[str, CompareVariant] = Field(
+        default_factory=dict, description="Named rows that are a method with changed keys (name -> spec)."
     )
     seeds: list[int] = Field(default_factory=lambda: [0], description="Training seeds per method (train.seed).")
+    reference: str | None = Field(
+        "std_cot", description="Row every method is also compared with, paired (besides the base student)."
+    )
+    tune: bool = Field(
+        False,
+        description="This comparison chooses settings (a budget search): it may only score dev splits "
+        "(svamp:dev, gsm8k:dev), never a test question.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> CompareConfig:
+        for field, items in (("methods", self.methods), ("seeds", self.seeds)):
+            dup = sorted({str(x) for x in items if items.count(x) > 1})
+            if dup:
+                raise ValueError(f"{field}: given twice: {', '.join(dup)} (each cell would be tabulated as its own "
+                                 "seed/row while it is one training run)")
+        for name in self.methods:
+            if name not in METHOD_NAMES and name not in self.variants:
+                raise ValueError(f"methods: {name!r} is neither a method ({', '.join(METHOD_NAMES)}) nor a "
+                                 "name in compare.variants")
+        for name in self.variants:
+            if name in METHOD_NAMES:
+                raise ValueError(f"variants: {name!r} is a method name; give the variant its own name")
+        if self.reference is not None and self.reference not in self.methods:
+            if "reference" in self.model_fields_set:
+                raise ValueError(f"reference: {self.reference!r} is not in compare.methods")
+            self.__dict__["reference"] = None  # the default (std_cot) when the table has no Std-CoT row
+        return self
+
+    def method_of(self, row: str) -> str:
+        """The method a table row trains (its own name, or its variant's method)."""
+        return self.variants[row].method if row in self.variants else row
 
 
 class ReportConfig(Section):
@@ -452,12 +502,32 @@ class Config(Section):
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"teachers: duplicate teacher name(s) {sorted(dup)}")
+        for row in self.compare.variants:
+            try:
+                self.for_row(row)  # a variant key that does not exist or does not validate fails here
+            except CotdistillError as e:
+                raise ValueError(str(e).removeprefix("config: ")) from None
         for method in METHOD_NAMES:
             overrides = getattr(self, method).train
             unknown = set(overrides) - set(TrainConfig.model_fields)
             if unknown:
                 raise ValueError(f"{method}.train: unknown key(s) {sorted(unknown)}")
         return self
+
+    def for_row(self, row: str) -> Config:
+        """This config for one row of ``compare.methods``: ``method`` set to the row's method and a variant's
+        ``set`` keys applied (validated)."""
+        spec = self.compare.variants.get(row)
+        raw = self.model_dump(mode="json")
+        raw["method"] = spec.method if spec else row
+        # a cell is one method: its own compare section would name rows it does not have (and recurse)
+        raw["compare"] = {"methods": [raw["method"]], "seeds": raw["compare"]["seeds"], "reference": None}
+        for dotted, value in (spec.set if spec else {}).items():
+            set_dotted(raw, dotted, value)
+        try:
+            return Config.model_validate(raw)
+        except ValidationError as e:
+            raise CotdistillError(_format_errors("config", e, prefix=f"compare.variants.{row}.set")) from None
 
     def effective_train(self, method: str | None = None) -> TrainConfig:
         """`train` with the chosen method's `<method>.train.*` overrides applied (validated)."""
@@ -473,11 +543,22 @@ class Config(Section):
         return Path(self.run.output_dir) / self.run.name
 
 
+def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``raw[a][b][c] = value`` for ``dotted = "a.b.c"``, creating missing mappings."""
+    node = raw
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise CotdistillError(f"config: {dotted}: {key} is not a section")
+    node[leaf] = value
+
+
 def _format_errors(source: str, err: ValidationError, prefix: str = "") -> str:
     parts = []
     for e in err.errors():
         loc = ".".join(str(x) for x in ((prefix,) if prefix else ()) + tuple(e["loc"]))
-        msg = e["msg"]
+        msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
         parts.append(f"{loc}: {msg}" if loc else msg)
@@ -551,11 +632,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
     if not isinstance(raw, dict):
         raise CotdistillError(f"{path}: top level must be a mapping of sections")
     for dotted, value in (overrides or {}).items():
-        node = raw
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
+        set_dotted(raw, dotted, value)
     try:
         cfg = Config.model_validate(raw)
     except ValidationError as e:

@@ -109,12 +109,13 @@ def test_metrics_match_independent_computation(tiny_model_dir):
                 nll.append(-torch.log_softmax(logits[k, t].double(), -1)[y].item())
         assert sig["S_ppl"][labels[k]] == pytest.approx(sum(nll) / len(nll), rel=1e-4)
 
-    # MI adaptability: gold ids without leading space, E = lm_head weight, all positions
+    # MI adaptability: gold ids without leading space, E = lm_head weight, every real (non-padding) position
     gold = tok(rows[0]["gold"], add_special_tokens=False)["input_ids"]
     e = base.lm_head.weight.double()
     think = set(method.think_ids.tolist())
     for k in range(n):
-        info = [sum(float(h[k, t].double() @ e[g]) for g in gold) / len(gold) for t in range(h.size(1))]
+        real = int(batch["attention_mask"][k].sum())
+        info = [sum(float(h[k, t].double() @ e[g]) for g in gold) / len(gold) for t in range(real)]
         want = sum(
             max(0.0, info[t] - info[t - 1]) * (1.0 if int(batch["input_ids"][k, t]) in think else 0.1)
             for t in range(1, len(info))
@@ -279,3 +280,24 @@ def test_two_pass_chunked_gradient_equals_single_pass(tiny_model_dir):
     assert out[0][1]["loss_mcc"] == pytest.approx(out[1][1]["loss_mcc"], rel=1e-4)
     for g1, g2 in zip(*grads):
         assert torch.allclose(g1, g2, atol=1e-6, rtol=1e-4)
+
+
+def test_signals_and_loss_identical_packed_and_unpacked(tiny_model_dir):
+    """Issue 13: α, S_MI, S_cons and the loss do not depend on train.share_prompt (prompt-shared packing).
+    Paths of different lengths, so the unpacked batch has padding that the packed forward never computes."""
+    from cotdistill.pathset.collate import PathCollator
+
+    tok, model, method, _, rows = _setup(tiny_model_dir, lambda_mcc=0.5)
+    model.eval()
+    out = {}
+    for share in (False, True):
+        col = PathCollator(tok, max_seq_len=256, student_instruction="", label_vocab=LABELS, share_prompt=share)
+        batch = col(rows[:2])
+        assert int(batch["attention_mask"].sum(1).min()) < batch["attention_mask"].size(1)  # padding present
+        with torch.no_grad():
+            out[share] = method.compute_loss(model, batch)
+    (l0, s0), (l1, s1) = out[False], out[True]
+    assert l1.item() == pytest.approx(l0.item(), rel=1e-4)
+    for key in ("S_mi", "S_cons", "S_ppl", "alpha"):
+        assert s1[key] == pytest.approx(s0[key], rel=1e-4, abs=1e-5), key
+

@@ -235,3 +235,20 @@ def test_hub_offline_error_is_one_line(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300).stdout
     assert out.startswith("ERR hub dataset openai/gsm8k (main) split test: could not load")
     assert out.count("\n") == 1 and "COTDISTILL_DATA_DIR" in out
+
+
+def test_dev_splits_are_fixed_slices_of_the_training_side(data_dir):
+    """Issue 13: budgets are tuned on a dev split disjoint from every test question."""
+    import hashlib
+
+    from cotdistill.data.registry import is_dev_split, load_benchmark
+
+    for dev, train, test, n in (("svamp:dev", "svamp:train", "svamp", 100), ("gsm8k:dev", "gsm8k:train", "gsm8k", 200)):
+        ids = [e.id for e in load_benchmark(dev)]
+        train_ids = [e.id for e in load_benchmark(train)]
+        assert len(ids) == len(set(ids)) == n and set(ids) <= set(train_ids)
+        assert not set(ids) & {e.id for e in load_benchmark(test)}
+        # the documented rule: the n smallest sha256("cotdistill-dev/" + id), in file order
+        h = lambda i: hashlib.sha256(f"cotdistill-dev/{i}".encode()).hexdigest()  # noqa: E731
+        assert ids == [i for i in train_ids if h(i) <= sorted(map(h, train_ids))[n - 1]]
+        assert is_dev_split(dev) and not is_dev_split(test) and not is_dev_split(train)

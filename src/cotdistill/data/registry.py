@@ -13,9 +13,11 @@ spec               kind    size   source
 =================  ======  =====  ===========================================================================
 ``gsm8k``          number  1,319  ``gsm8k/test.jsonl``; gold = text after ``####``, commas stripped
 ``gsm8k:train``    number  7,473  ``gsm8k/train.jsonl``
+``gsm8k:dev``      number    200  tuning split: 200 of ``gsm8k:train``
 ``svamp``          number    300  held-out SVAMP (= ``svamp:test300``), see the split policy below
 ``svamp:train``    number    700  the MCC-KD train questions
 ``svamp:all``      number  1,000  ``svamp/SVAMP.json``
+``svamp:dev``      number    100  tuning split: 100 of ``svamp:train`` (see "Dev splits" below)
 ``math500``        math      500  ``math500/test.jsonl`` (``answer`` field)
 ``csqa``           choice  1,221  ``commonsenseqa/dev_rand_split.jsonl`` (the official dev set; test is unlabelled)
 ``csqa:train``     choice  9,741  ``commonsenseqa/train_rand_split.jsonl``
@@ -44,6 +46,15 @@ live in :mod:`cotdistill.data.svamp_split` (ids only), so the Hub path gets the 
 from other splits (EIT: 213 questions, DSS: 236 questions) include eval questions: the curation contamination
 guard (``curate.eval_guard``, normalised text) must drop them. ``svamp:dev150`` / ``svamp:test150`` expose the
 two MCC-KD halves. SVAMP ids are the ``ID`` field (``chal-1`` ... ``chal-1000``).
+
+Dev splits
+----------
+Budgets and hyperparameters are chosen on a dev split, never on a question that later scores a table.
+``svamp:dev`` / ``gsm8k:dev`` are fixed slices of the training side (so disjoint from every test question): the
+100 / 200 questions of ``svamp:train`` / ``gsm8k:train`` with the smallest ``sha256("cotdistill-dev/" + id)``,
+in file order. The hash rule needs no stored list and gives the same slice on the Hub path. Curation always
+guards the benchmarks a run evaluates (``eval.benchmarks``), so a run tuned on a dev split never trains on it;
+a comparison whose budget was tuned on dev lists the dev split in ``curate.eval_guard`` to train on the same data.
 
 ``limit`` keeps the first N records in file order (deterministic). On the Hub path the order is the Hub's, which
 matches the local files for GSM8K, MATH500, CSQA and SVAMP (sorted by id) but not for StrategyQA.
@@ -98,6 +109,10 @@ _INFOS: dict[str, BenchmarkInfo] = {
                       "SVAMP MCC-KD train 700"),
         BenchmarkInfo("svamp:all", "number", "id", True, 1000, "svamp/SVAMP.json", "ChilleD/SVAMP train+test",
                       "all 1,000 SVAMP problems (do not train on SVAMP when evaluating on this)"),
+        BenchmarkInfo("svamp:dev", "number", "id", True, 100, "svamp/SVAMP.json", "ChilleD/SVAMP train+test",
+                      "SVAMP tuning split: 100 of the MCC-KD train 700 (hash rule)"),
+        BenchmarkInfo("gsm8k:dev", "number", "id", True, 200, "gsm8k/train.jsonl", "openai/gsm8k main train",
+                      "GSM8K tuning split: 200 of GSM8K train (hash rule)"),
         BenchmarkInfo("svamp:dev150", "number", "id", True, 150, "svamp/SVAMP.json", "ChilleD/SVAMP train+test",
                       "SVAMP MCC-KD dev 150"),
         BenchmarkInfo("svamp:test150", "number", "id", True, 150, "svamp/SVAMP.json", "ChilleD/SVAMP train+test",
@@ -428,7 +443,28 @@ def load_jsonl_benchmark(path: str | Path, name: str | None = None) -> list[Exam
     return out
 
 
+#: dev split -> (the training-side benchmark it is carved from, size)
+DEV_SPLITS: dict[str, tuple[str, int]] = {"svamp:dev": ("svamp:train", 100), "gsm8k:dev": ("gsm8k:train", 200)}
+
+
+def is_dev_split(spec: str) -> bool:
+    """Whether ``spec`` names a tuning (dev) split, the only kind a budget search may score on."""
+    try:
+        return canonical_name(spec) in DEV_SPLITS
+    except CotdistillError:
+        return False
+
+
+def _load_dev(name: str, root: Path | None) -> list[Example]:
+    parent, n = DEV_SPLITS[name]
+    exs = _LOADERS[parent](parent, root)
+    chosen = set(sorted((e.id for e in exs), key=lambda i: hashlib.sha256(f"cotdistill-dev/{i}".encode()).hexdigest())[:n])
+    return [Example(e.id, name, e.question, e.answer, e.kind, e.choices, e.meta) for e in exs if e.id in chosen]
+
+
 _LOADERS: dict[str, Callable[[str, Path | None], list[Example]]] = {
+    "svamp:dev": _load_dev,
+    "gsm8k:dev": _load_dev,
     "gsm8k": _load_gsm8k,
     "gsm8k:train": _load_gsm8k,
     "svamp": _load_svamp,

@@ -267,6 +267,11 @@ class CompactMethod(Method):
         n = batch["input_ids"].size(0)
         qidx = batch.get("question_index", torch.zeros(n, dtype=torch.long)).cpu()
         comp_mask = batch["labels"][rows] != IGNORE_INDEX
+        # Sum over real tokens only. The authors' code (mi_scope=all) also sums the jumps over padding states,
+        # whose number and values depend on how long the *other* paths of the batch are, and which a
+        # prompt-shared packed forward does not compute: S_MI (hence α) would change with train.share_prompt.
+        real = batch["attention_mask"][rows].bool()
+        scope = (comp_mask & real) if cc.mi_scope == "completion" else real
         s_mi = torch.zeros(rows.numel())
         weight = parts.out_embeddings.weight
         for q in torch.unique(qidx[rows]).tolist():
@@ -291,7 +296,7 @@ class CompactMethod(Method):
                 think_ids=self.think_ids,
                 think_weight=cc.think_weight, non_think_weight=cc.non_think_weight,
                 variant=cc.mi_variant,
-                scope_mask=comp_mask[local].to(hidden.device) if cc.mi_scope == "completion" else None,
+                scope_mask=scope[local].to(hidden.device),
                 length_norm=cc.mi_length_norm,
                 completion_len=comp_mask[local].sum(-1),
             ).float().cpu()

@@ -86,8 +86,9 @@ def mi_adaptability(
         logits: [K, T, V] model logits, needed for ``variant="logprob"``:
             I_{k,t} = (1/m) Σ_j log softmax(logits_{k,t})[g_j].
         think_ids: [n] V_think ids; M = ``think_weight`` on them, ``non_think_weight`` elsewhere.
-        scope_mask: [K, T] bool, positions summed over (``mi_scope = completion``); None = all
-            positions, prompt and padding included (the authors' code).
+        scope_mask: [K, T] bool, positions summed over. COMPACT passes the real tokens (``mi_scope = all``:
+            prompt + completion) or the completion tokens (``completion``); None = every position, padding
+            included, as the authors' code (kept for that comparison: padding states depend on the batch).
         length_norm: divide by ``completion_len`` (``mi_length_norm``).
         completion_len: [K] number of completion tokens |C_k|.
         chunk: positions per chunk for the log-softmax of ``logprob`` (bounds memory).
