@@ -40,7 +40,8 @@ def validate(config: Annotated[Path, typer.Argument(help="YAML config file.")]) 
     from cotdistill.methods.registry import missing_roles
 
     cfg = load_config(config)
-    problem = missing_roles(cfg, sorted({cfg.method, *cfg.compare.methods}))
+    rows = [cfg, *(cfg.for_row(r) for r in cfg.compare.methods)]
+    problem = next((p for c in rows if (p := missing_roles(c))), None)
     if problem:
         raise CotdistillError(f"{config}: method: {problem}")
     typer.echo(f"{config}: ok (method={cfg.method}, student={cfg.train.model}, teachers={len(cfg.teachers)})")

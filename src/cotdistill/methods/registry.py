@@ -79,19 +79,19 @@ def planned_role_kinds(config: Any) -> set[str] | None:
     return kinds
 
 
-def missing_roles(config: Any, methods: list[str] | None = None) -> str | None:
-    """One line naming what a method needs and the config's data will not hold, else None (validate time)."""
+def missing_roles(config: Any) -> str | None:
+    """One line naming what ``config.method`` needs and the config's data will not hold, else None (validate
+    time; a comparison checks each row's config, ``Config.for_row``)."""
     from cotdistill.pathset.roles import METHOD_ROLES
 
     kinds = planned_role_kinds(config)
     if kinds is None:
         return None
-    for name in methods or [config.method]:
-        cfg = config.model_copy(update={"method": name})
-        need = get_method(name, cfg).needed_roles() - kinds
-        if need:
-            have = ", ".join(sorted(kinds - {"multi"})) or "none"
-            return (f"method {name} trains on {METHOD_ROLES.get(name, 'its paths')}; the configured data "
-                    f"(data.imports, teachers, curate.keep_rejected) yields no {'/'.join(sorted(need))} paths "
-                    f"(it yields: {have})")
-    return None
+    name = config.method
+    need = get_method(name, config).needed_roles() - kinds
+    if not need:
+        return None
+    have = ", ".join(sorted(kinds - {"multi"})) or "none"
+    return (f"method {name} trains on {METHOD_ROLES.get(name, 'its paths')}; the configured data "
+            f"(data.imports, teachers, curate.keep_rejected) yields no {'/'.join(sorted(need))} paths "
+            f"(it yields: {have})")
