@@ -231,6 +231,9 @@ def eval_cmd(
     user_prefix: Annotated[Optional[str], typer.Option(
         "--user-prefix", help="Text opening the user turn (SbS students: 'explain: '). Default: the one the "
         "student's cotdistill_train.json records, else none.")] = None,
+    rationale_nll: Annotated[Optional[str], typer.Option(
+        "--rationale-nll", help="Also score held-out rationale NLL on SET = SOURCE:QUESTIONS (e.g. eit:svamp: EIT's "
+        "rationales of the SVAMP test questions); `-b none` scores only that.")] = None,
 ) -> None:
     """Zero-shot greedy evaluation (METHODS §5.2); resumable; writes <bench>.jsonl and summary.json."""
     from rich.console import Console
@@ -245,6 +248,16 @@ def eval_cmd(
         from cotdistill.evaluate.runner import recorded_user_prefix
 
         user_prefix = recorded_user_prefix(adapter or model)
+    if rationale_nll:
+        from cotdistill.evaluate.rationale_nll import parse_set, run_rationale_nll
+
+        nll = run_rationale_nll(model, parse_set(rationale_nll), out / "nll", adapter=adapter, user_prefix=user_prefix,
+                                seed=seed)
+        typer.echo(f"held-out rationale NLL on {nll['set']}: {nll['mean_nll']:.4f} "
+                   f"[{nll['ci95'][0]:.4f}, {nll['ci95'][1]:.4f}] over {nll['n_questions']} questions "
+                   f"({nll['n_rationales']} rationales) -> {out / 'nll'}")
+        if benchmarks == "none":
+            return
     res = run_eval(model, benchmarks.split(","), out, limit=limit, batch_size=batch_size,
                    max_new_tokens=max_new_tokens, backend=backend, adapter=adapter, base_url=base_url,
                    api_key_env=api_key_env, seed=seed, dtype=dtype, user_prefix=user_prefix)

@@ -32,8 +32,8 @@ from cotdistill.evaluate.stats import (
 )
 from cotdistill.utils.io import atomic_write_json, atomic_write_text
 
-SHARED_STAGES = {"rationales", "curate", "eval_base"}
-METHOD_STAGES = {"train", "eval_student"}
+SHARED_STAGES = {"rationales", "curate", "eval_base", "nll_base"}
+METHOD_STAGES = {"train", "eval_student", "nll_student"}
 
 
 def method_config(cfg: Config, row: str, seed: int) -> Config:
@@ -279,6 +279,72 @@ def table_markdown(table: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def build_nll_table(shared_dir: Path, cells: dict[str, list[Path]], rset: Any, *, reference: str | None = "std_cot",
+                    alpha: float = ALPHA, n_boot: int = N_BOOT) -> dict[str, Any]:
+    """Held-out rationale NLL per row (mean over seeds and questions, lower is better) and the paired
+    differences to the base student and to ``reference`` (:func:`cotdistill.evaluate.stats.paired_metric_difference`:
+    Δ with a seeds × questions bootstrap CI, Wilcoxon signed-rank, Holm over the rows compared with one target).
+
+    Args:
+        shared_dir: folder holding ``nll/base``.
+        cells: row → its per-seed NLL folders (``<run>/<row>-s<seed>/nll/<method>``).
+        rset: the :class:`~cotdistill.curate.heldout.RationaleSet` scored.
+    """
+    from cotdistill.evaluate.rationale_nll import read_nll_vector
+    from cotdistill.evaluate.stats import hierarchical_bootstrap, paired_metric_difference
+
+    vecs = {"base": [read_nll_vector(shared_dir / "nll" / "base", rset)]}
+    seeds = {"base": ["base"]}
+    for name, dirs in cells.items():
+        vecs[name] = [read_nll_vector(d, rset) for d in dirs]
+        seeds[name] = [_seed_label(d, i) for i, d in enumerate(dirs)]
+
+    def matrix(name: str, ids: list[str]) -> np.ndarray:
+        return np.array([[v[i] for i in ids] for v in vecs[name]], dtype=float)
+
+    rows = {}
+    for name in vecs:
+        ids = _common_ids(vecs[name])
+        m = matrix(name, ids)
+        lo, hi = np.percentile(hierarchical_bootstrap(m, n_boot=n_boot), [100 * alpha / 2, 100 * (1 - alpha / 2)])
+        rows[name] = {"mean_nll": float(m.mean()), "ci95": [float(lo), float(hi)], "n": len(ids),
+                      "seeds": len(vecs[name]), "per_seed": m.mean(1).tolist()}
+    paired: dict[str, dict[str, Any]] = {}
+    for target in ["base"] + ([reference] if reference and reference in vecs and reference != "base" else []):
+        family = {}
+        for name in vecs:
+            if name in ("base", target):
+                continue
+            ids = _common_ids(vecs[name] + vecs[target])
+            family[name] = paired_metric_difference(matrix(name, ids), matrix(target, ids), seeds[name],
+                                                    seeds[target], alpha=alpha, n_boot=n_boot)
+        decide_family(family, alpha)
+        paired[target] = {m: r.as_dict() for m, r in family.items()}
+    return {"set": rset.name, "rows": rows, "paired": paired, "reference": reference}
+
+
+def nll_markdown(nll: dict[str, Any]) -> str:
+    """The held-out rationale NLL section of ``compare.md``."""
+    targets = list(nll["paired"])
+    head = ["Method", "mean NLL [95% CI]", *[f"Δ vs {t} [95% CI] (Holm p, verdict)" for t in targets]]
+    lines = [f"### Held-out rationale NLL on `{nll['set']}` (lower is better)", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, row in nll["rows"].items():
+        cells = [name + (f" (×{row['seeds']} seeds)" if row["seeds"] > 1 else ""),
+                 f"{row['mean_nll']:.4f} [{row['ci95'][0]:.4f}, {row['ci95'][1]:.4f}]"]
+        for t in targets:
+            r = nll["paired"][t].get(name)
+            cells.append("—" if r is None or r["delta"] is None else
+                         f"{r['delta']:+.4f} [{r['ci95'][0]:+.4f}, {r['ci95'][1]:+.4f}] ({_p(r['p_holm'])}, "
+                         f"{r['verdict']})")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Mean over questions (and seeds) of each question's mean token NLL of its held-out teacher "
+              "rationales. Δ CI: bootstrap over seeds and questions; p: Wilcoxon signed-rank on each question's "
+              "difference of seed means, Holm over the methods compared with one target; verdict better/worse "
+              "needs Holm p < 0.05 and a CI excluding 0."]
+    return "\n".join(lines) + "\n"
+
+
 def run_compare(cfg: Config, *, dry_run: bool = False, echo: Callable[[str], None] = print,
                 methods: list[str] | None = None) -> dict[str, Any] | None:
     """Run the shared stages once, then every (method, seed) cell; write ``compare.{md,json}``.
@@ -334,9 +400,16 @@ def run_compare(cfg: Config, *, dry_run: bool = False, echo: Callable[[str], Non
     reference = cfg.compare.reference if cfg.compare.reference in chosen else None
     table = build_table(shared, {m: cells[m] for m in chosen}, list(cfg.eval.benchmarks), reference=reference)
     table["rows_method"] = {m: cfg.compare.method_of(m) for m in chosen}
+    nll_cfg = cfg.eval.rationale_nll
+    if nll_cfg is not None:
+        from cotdistill.curate.heldout import parse_set
+
+        rset = parse_set(nll_cfg.set, nll_cfg.options, nll_cfg.max_per_question)
+        nll_cells = {m: [d.parent.parent / "nll" / d.name for d in cells[m]] for m in chosen}
+        table["rationale_nll"] = build_nll_table(shared, nll_cells, rset, reference=reference)
     table["provenance"] = {"config": json.loads(json.dumps(cfg.model_dump(mode="json"))), "seeds": cfg.compare.seeds}
     atomic_write_json(shared / "compare.json", table)
-    md = table_markdown(table)
+    md = table_markdown(table) + ("\n" + nll_markdown(table["rationale_nll"]) if "rationale_nll" in table else "")
     atomic_write_text(shared / "compare.md", md)
     echo(md)
     return table

@@ -369,6 +369,17 @@ METHOD_NAMES = ("std_cot", "sbs", "mcc_kd", "mind", "compact", "mode", "edit")
 # --------------------------------------------------------------------------- eval / analysis / report
 
 
+class RationaleNllConfig(Section):
+    """Held-out rationale NLL (evaluate/rationale_nll.py): the student's teacher-forced NLL of clean teacher
+    rationales of evaluation questions no method trains on (curation guards ``questions`` of the set)."""
+
+    set: str = Field(description="SOURCE:QUESTIONS, e.g. `eit:svamp` (EIT rationales of the SVAMP test questions).")
+    options: dict[str, Any] = Field(default_factory=dict, description="Importer options of SOURCE (as data.imports).")
+    max_per_question: int = Field(3, ge=1, description="Rationales per question (round-robin over teachers).")
+    batch_size: int = Field(8, ge=1, description="Sequences per forward.")
+    max_seq_len: int = Field(1024, ge=16, description="Token budget per sequence (rationales are cut in the middle).")
+
+
 class EvalConfig(Section):
     benchmarks: list[str] = Field(default_factory=lambda: ["gsm8k", "svamp"], description="Benchmarks to score.")
     limit: int | None = Field(None, ge=1, description="First N questions per benchmark (seeded order).")
@@ -384,6 +395,9 @@ class EvalConfig(Section):
     math_verify_timeout_s: float = Field(5.0, gt=0)
     n_seeds: int = Field(1, ge=1, description="Training seeds averaged in comparison tables.")
     bootstrap_samples: int = Field(1000, ge=100)
+    rationale_nll: RationaleNllConfig | None = Field(
+        None, description="Also score held-out rationale NLL for the base and each student (null: off)."
+    )
 
 
 class DpmmConfig(Section):

@@ -101,7 +101,10 @@ def build_plan(cfg: Config, run_dir: Path, shared_dir: Path | None = None) -> li
 
         curate_store(cfg, store_dir, dataset_dir)
 
-    stages.append(Stage("curate", dataset_dir, _section(cfg, "curate", "data"), ["rationales"], _curate))
+    curate_inputs = _section(cfg, "curate", "data")
+    if cfg.eval.rationale_nll is not None:  # its questions are guarded and named in the data card
+        curate_inputs["rationale_nll"] = cfg.eval.rationale_nll.model_dump(mode="json")
+    stages.append(Stage("curate", dataset_dir, curate_inputs, ["rationales"], _curate))
 
     from cotdistill.methods.registry import student_user_prefix
 
@@ -131,10 +134,41 @@ def build_plan(cfg: Config, run_dir: Path, shared_dir: Path | None = None) -> li
         return go
 
     n_eval = f"{len(eval_cfg.benchmarks)} benchmark(s) x {eval_cfg.limit or 'all'} questions"
+    gen_inputs = _section(cfg, "eval")
+    (gen_inputs.get("eval") or {}).pop("rationale_nll", None)  # its own stages: adding it re-runs no generation
     stages.append(
-        Stage("eval_base", shared / "eval" / "base", _section(cfg, "eval") | {"model": cfg.train.model}, [],
+        Stage("eval_base", shared / "eval" / "base", gen_inputs | {"model": cfg.train.model}, [],
               _eval("base", None), n_eval, resumable=True)
     )
+    nll = eval_cfg.rationale_nll
+
+    def _nll(tag: str, adapter_dir: Path | None) -> Callable[[], None]:
+        def go() -> None:
+            from cotdistill.evaluate.rationale_nll import parse_set, run_rationale_nll
+
+            model, adapter = cfg.train.model, None
+            if adapter_dir is not None:
+                if (adapter_dir / "adapter_config.json").exists():
+                    adapter = str(adapter_dir)
+                else:
+                    model = str(adapter_dir)
+            run_rationale_nll(
+                model, parse_set(nll.set, nll.options, nll.max_per_question),
+                (shared if tag == "base" else run_dir) / "nll" / tag, adapter=adapter,
+                instruction=cfg.data.student_instruction, answer_suffix=cfg.data.answer_suffix,
+                max_seq_len=nll.max_seq_len, batch_size=nll.batch_size,
+                user_prefix="" if tag == "base" else student_prefix, bootstrap_samples=eval_cfg.bootstrap_samples,
+                seed=cfg.run.seed,
+            )
+
+        return go
+
+    nll_inputs = {"rationale_nll": nll.model_dump(mode="json") if nll else None,
+                  "data": {"student_instruction": cfg.data.student_instruction,
+                           "answer_suffix": cfg.data.answer_suffix}}
+    if nll is not None:
+        stages.append(Stage("nll_base", shared / "nll" / "base", nll_inputs | {"model": cfg.train.model},
+                            [], _nll("base", None), f"held-out rationale NLL on {nll.set}"))
 
     student_dir = run_dir / "student"
 
@@ -148,11 +182,15 @@ def build_plan(cfg: Config, run_dir: Path, shared_dir: Path | None = None) -> li
         Stage("train", student_dir, train_inputs, ["curate"], _train, f"{cfg.method}, {cfg.train.finetune}",
               resumable=True, extra_outputs=[run_dir / "checkpoints", run_dir / "dynamics.jsonl"])
     )
-    student_eval_inputs = _section(cfg, "eval") | ({"user_prefix": student_prefix} if student_prefix else {})
+    student_eval_inputs = gen_inputs | ({"user_prefix": student_prefix} if student_prefix else {})
     stages.append(
         Stage("eval_student", run_dir / "eval" / student_tag(cfg), student_eval_inputs, ["train"],
               _eval(student_tag(cfg), student_dir), n_eval, resumable=True)
     )
+    if nll is not None:
+        stages.append(Stage("nll_student", run_dir / "nll" / student_tag(cfg),
+                            nll_inputs | ({"user_prefix": student_prefix} if student_prefix else {}), ["train"],
+                            _nll(student_tag(cfg), student_dir), f"held-out rationale NLL on {nll.set}"))
 
     if cfg.analysis.enabled:
         def _analyze() -> None:

@@ -150,3 +150,40 @@ def test_methods_subset_must_be_compared(tmp_path):
     cfg = Config.model_validate({"run": {"output_dir": str(tmp_path)}, "compare": {"methods": ["std_cot"]}})
     with pytest.raises(CotdistillError, match="--methods: mind not in compare.methods"):
         run_compare(cfg, methods=["mind"], dry_run=True)
+
+
+def test_nll_table_pairs_questions_and_seeds(tmp_path):
+    """Issue 14: held-out rationale NLL per row with paired Δ to base and reference (hand-made folders)."""
+    import json
+
+    from cotdistill.compare import build_nll_table, nll_markdown
+    from cotdistill.curate.heldout import parse_set, set_file_stem
+
+    rset = parse_set("eit:svamp")
+    ids = [f"q{i}" for i in range(30)]
+
+    def write(folder, vals):
+        folder.mkdir(parents=True)
+        (folder / f"{set_file_stem(rset)}.jsonl").write_text(
+            "".join(json.dumps({"id": i, "nll": v}) + "\n" for i, v in zip(ids, vals)))
+
+    base = [1.0 + 0.01 * k for k in range(30)]
+    write(tmp_path / "nll" / "base", base)
+    cells = {}
+    for name, shift in (("std_cot", -0.10), ("mind", -0.10), ("compact", -0.30)):
+        cells[name] = []
+        for s in (0, 1):
+            d = tmp_path / f"{name}-s{s}" / "nll" / name
+            write(d, [b + shift + (0.001 * s) for b in base])
+            cells[name].append(d)
+    t = build_nll_table(tmp_path, cells, rset, reference="std_cot", n_boot=2000)
+    assert t["rows"]["base"]["mean_nll"] == pytest.approx(sum(base) / 30)
+    assert t["rows"]["compact"]["mean_nll"] == pytest.approx(sum(base) / 30 - 0.30 + 0.0005)
+    assert t["rows"]["compact"]["per_seed"] == pytest.approx([sum(base) / 30 - 0.30, sum(base) / 30 - 0.299])
+    vs_base = t["paired"]["base"]
+    assert vs_base["compact"]["delta"] == pytest.approx(-0.2995) and vs_base["compact"]["verdict"] == "better"
+    vs_ref = t["paired"]["std_cot"]
+    assert vs_ref["mind"]["delta"] == pytest.approx(0.0) and vs_ref["mind"]["verdict"] == "not separable"
+    assert vs_ref["compact"]["delta"] == pytest.approx(-0.2) and vs_ref["compact"]["verdict"] == "better"
+    md = nll_markdown(t)
+    assert "Held-out rationale NLL on `eit:svamp`" in md and "| compact (×2 seeds) |" in md

@@ -72,3 +72,29 @@ def test_kill_during_training_resumes_without_redoing_data_or_eval(tmp_path, tin
     state = json.loads((run / "stages.json").read_text())
     assert all(state[k]["started"] == t for k, t in before.items())  # not re-run
     assert state["train"]["complete"] and state["eval_student"]["complete"]
+
+
+def test_rationale_nll_stages_added_to_a_finished_run_rerun_nothing_else(tmp_path, tiny_model_dir, data_dir):
+    """Issue 14: held-out rationale NLL for base and student; turning it on later re-curates (its questions are
+    guarded and named in the data card) but never regenerates an evaluation."""
+    train = {"model": str(tiny_model_dir), "lr": 1e-2, "max_steps": 2, "grad_accum": 1, "max_seq_len": 512,
+             "gradient_checkpointing": False, "save_steps": 1, "report_to": [], "lora": {"r": 4, "alpha": 8}}
+    path = _write_config(tmp_path, tiny_model_dir, analysis={"enabled": False}, report={"enabled": False}, train=train)
+    cfg = load_config(path)
+    run_pipeline(cfg, echo=lambda s: None)
+    nll = {"set": "mcc-kd:svamp:dev", "max_per_question": 1, "max_seq_len": 512}
+    path2 = _write_config(tmp_path, tiny_model_dir, analysis={"enabled": False}, report={"enabled": False},
+                          eval={"rationale_nll": nll}, curate={"eval_guard_action": "drop"}, train=train)
+    cfg2 = load_config(path2)
+    status = dict(run_pipeline(cfg2, dry_run=True, echo=lambda s: None))
+    assert status == {"rationales": "done", "curate": "changed", "eval_base": "done", "nll_base": "todo",
+                      "train": "changed", "eval_student": "changed", "nll_student": "todo"}
+    run_pipeline(cfg2, echo=lambda s: None)
+    run = cfg2.run_dir()
+    card = json.loads((run / "dataset" / "data_card.json").read_text())
+    assert card["heldout_rationale_nll"]["set"] == "mcc-kd:svamp:dev"
+    assert card["heldout_rationale_nll"]["questions"] == 94  # svamp:dev: 100 questions, 94 with a correct GPT-3.5 sample
+    base = json.loads((run / "nll" / "base" / "rationale_nll-mcc-kd-svamp-dev.summary.json").read_text())
+    student = json.loads((run / "nll" / "std_cot" / "rationale_nll-mcc-kd-svamp-dev.summary.json").read_text())
+    assert base["n_questions"] == student["n_questions"] == card["heldout_rationale_nll"]["questions"]
+    assert base["mean_nll"] != student["mean_nll"] and base["adapter"] is None and student["adapter"]

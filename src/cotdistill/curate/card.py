@@ -87,6 +87,11 @@ def render_markdown(card: dict) -> str:
             lines += [f"Dual CoTs (EDIT): {d['questions_with_twin_pair']} question(s) with a linked pair, "
                       f"{d['questions_with_rejected_only_unlinked']} with unlinked wrong paths only, "
                       f"{d['questions_without_rejected']} without a wrong path.", ""]
+    if card.get("heldout_rationale_nll"):
+        h = card["heldout_rationale_nll"]
+        lines += ["## Held-out rationale NLL set", "",
+                  f"`{h['set']}`: {h['questions']} questions, {h['rationales']} correct teacher rationales (at most "
+                  f"{h['max_per_question']} per question), none of them a training question.", ""]
     if card.get("difficulty"):
         d = card["difficulty"]
         lines += ["## Difficulty", "", f"criterion `{d['criterion']}`: " + ", ".join(

@@ -237,7 +237,14 @@ def curate_store(config: Config, store_dir: str | os.PathLike, out_dir: str | os
 
     # ---- contamination guard: every question with a correct path, before any per-question filter (a refusal
     # must not depend on which paths a filter happened to keep); the evaluated benchmarks are always guarded
-    guarded = list(dict.fromkeys([*cur.eval_guard, *config.eval.benchmarks]))
+    nll = config.eval.rationale_nll
+    nll_set = None
+    if nll is not None:
+        from cotdistill.curate.heldout import parse_set
+
+        nll_set = parse_set(nll.set, nll.options, nll.max_per_question)
+    guarded = list(dict.fromkeys([*cur.eval_guard, *config.eval.benchmarks,
+                                  *([nll_set.questions] if nll_set else [])]))
     hits = find_contaminated({q: questions[q]["question"] for q in questions if paths_by_q.get(q)}, guarded)
     if hits and cur.eval_guard_action == "refuse":
         raise contamination_error(str(where), hits)
@@ -425,6 +432,7 @@ def curate_store(config: Config, store_dir: str | os.PathLike, out_dir: str | os
             "contaminated": len(hits),
             "contaminated_ids": sorted(hits)[:100],
         },
+        "heldout_rationale_nll": _heldout_card(nll_set, set(qids)),
         "warnings": warnings,
         "provenance": {
             "run_name": config.run.name,
@@ -440,6 +448,20 @@ def curate_store(config: Config, store_dir: str | os.PathLike, out_dir: str | os
         },
     }
     return _save(splits, card, out_dir)
+
+
+def _heldout_card(nll_set: Any, train_ids: set[str]) -> dict[str, Any] | None:
+    """The held-out rationale-NLL set of the run (``eval.rationale_nll``): name, size, disjointness from training."""
+    if nll_set is None:
+        return None
+    from cotdistill.curate.heldout import load_rationale_set
+
+    items = load_rationale_set(nll_set)
+    overlap = sorted({it["question_id"] for it in items} & train_ids)
+    if overlap:  # the guard above drops them; reaching here would be a bug, never a silent leak
+        raise CotdistillError(f"eval.rationale_nll: {nll_set.name}: {len(overlap)} question(s) are in training")
+    return {"set": nll_set.name, "questions": len(items), "rationales": sum(len(it["rationales"]) for it in items),
+            "max_per_question": nll_set.max_per_question, "options": nll_set.options, "disjoint_from_training": True}
 
 
 def _roles_card(rows: list[dict], backends: set[str], require_standard: bool, has_multi: bool,
