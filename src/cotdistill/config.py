@@ -142,6 +142,20 @@ class DifficultyConfig(Section):
     )
 
 
+class InjectConfig(Section):
+    """Controlled incompatibility (curate/inject.py): known-bad paths with a correct answer line, for testing
+    whether a method's weighting learns to distrust them (the compatibility probe)."""
+
+    fraction: float = Field(0.5, gt=0, le=1, description="Share of the kept questions that get injected paths.")
+    kinds: list[Literal["off_topic", "shuffled", "truncated"]] = Field(
+        default_factory=lambda: ["off_topic", "shuffled", "truncated"],
+        description="One path of each kind per chosen question: another question's rationale, this question's "
+        "path with shuffled steps, this question's path cut to its first steps.",
+    )
+    truncate_fraction: float = Field(0.3, gt=0, lt=1, description="`truncated`: share of the steps kept.")
+    seed: int = Field(0, description="Which questions, which sources, which orders.")
+
+
 class CurateConfig(Section):
     filter: FilterConfig = Field(default_factory=FilterConfig)
     difficulty: DifficultyConfig = Field(default_factory=DifficultyConfig)
@@ -174,6 +188,10 @@ class CurateConfig(Section):
         "else teacher/perspective.",
     )
     dev_fraction: float = Field(0.0, ge=0, lt=1, description="Held-out fraction of curated questions (dev loss).")
+    inject: InjectConfig | None = Field(
+        None, description="Add known-incompatible paths (labelled injected-<kind>) to a fraction of questions; off "
+        "by default (null). For the teacher-compatibility probe (configs/probe_compat_cpu.yaml).",
+    )
 
 
 # --------------------------------------------------------------------------- train

@@ -92,6 +92,14 @@ def render_markdown(card: dict) -> str:
         lines += ["## Held-out rationale NLL set", "",
                   f"`{h['set']}`: {h['questions']} questions, {h['rationales']} correct teacher rationales (at most "
                   f"{h['max_per_question']} per question), none of them a training question.", ""]
+    if card.get("injected"):
+        j = card["injected"]
+        lines += ["## Injected paths (curate.inject)", "",
+                  f"{j['questions']} question(s) got known-incompatible paths with a correct answer line "
+                  f"(seed {j['seed']}): " + ", ".join(f"{k} {v}" for k, v in j["paths"].items())
+                  + (f"; not injected (source too short or judged wrong): "
+                     + ", ".join(f"{k} {v}" for k, v in j["not_injected"].items()) if j["not_injected"] else "")
+                  + ". Their teacher, perspective and label are `injected-<kind>`.", ""]
     if card.get("difficulty"):
         d = card["difficulty"]
         lines += ["## Difficulty", "", f"criterion `{d['criterion']}`: " + ", ".join(

@@ -310,6 +310,19 @@ def curate_store(config: Config, store_dir: str | os.PathLike, out_dir: str | os
             + "); check curate.filter and curate.teachers/perspectives"
         )
 
+    # ---- controlled incompatibility (curate.inject): after sampling, so it never changes which questions are kept
+    inject_card = None
+    if cur.inject is not None:
+        from cotdistill.curate.inject import inject_paths
+
+        def passes(qid: str, text: str) -> bool:  # the rule judge on the path as the student will see it
+            q = questions[qid]
+            return _score({**q, "raw_response": text + "\n" + config.data.answer_suffix.format(a=q["gold"])})[1]
+
+        kept_paths, inject_card = inject_paths(
+            kept_paths, fraction=cur.inject.fraction, kinds=list(cur.inject.kinds), seed=cur.inject.seed,
+            truncate_fraction=cur.inject.truncate_fraction, check=passes)
+
     # ---- labels
     all_t = {p["teacher"] for q in qids for p in kept_paths[q]}
     all_p = {p["perspective"] for q in qids for p in kept_paths[q]}
@@ -342,6 +355,7 @@ def curate_store(config: Config, store_dir: str | os.PathLike, out_dir: str | os
                         "perspective": p["perspective"],
                         "role": p["role"],
                         "twin": p["twin"],
+                        "injected": p.get("injected", ""),
                         "label": _label(scheme, p["teacher"], p["perspective"]),
                         "text": p["text"],
                         "record_key": p["record_key"],
@@ -433,6 +447,7 @@ def curate_store(config: Config, store_dir: str | os.PathLike, out_dir: str | os
             "contaminated_ids": sorted(hits)[:100],
         },
         "heldout_rationale_nll": _heldout_card(nll_set, set(qids)),
+        "injected": inject_card,
         "warnings": warnings,
         "provenance": {
             "run_name": config.run.name,
@@ -521,7 +536,7 @@ def _features(with_rejected: bool = False):
             "source": s,
             "choices": [s],
             "difficulty": s,
-            "paths": [{"teacher": s, "perspective": s, "role": s, "twin": s, "label": s, "text": s,
+            "paths": [{"teacher": s, "perspective": s, "role": s, "twin": s, "injected": s, "label": s, "text": s,
                        "record_key": s}],
         }
     )
