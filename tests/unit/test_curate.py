@@ -286,7 +286,7 @@ def test_dev_split_output_and_overwrite_rules(tmp_path):
     row = dd["train"][0]
     assert set(row) == {"question_id", "question", "gold", "kind", "source", "choices", "difficulty", "paths"}
     assert row["choices"] is None
-    assert set(row["paths"][0]) == {"teacher", "perspective", "role", "twin", "label", "text", "record_key"}
+    assert set(row["paths"][0]) == {"teacher", "perspective", "role", "twin", "injected", "label", "text", "record_key"}
     assert row["difficulty"] is None and row["kind"] == "number" and row["source"] == "svamp:train"
     card = load_data_card(out)
     assert card["splits"] == {"train": {"questions": 7, "paths": 7}, "dev": {"questions": 3, "paths": 3}}
