@@ -40,7 +40,8 @@ def validate(config: Annotated[Path, typer.Argument(help="YAML config file.")]) 
     from cotdistill.methods.registry import missing_roles
 
     cfg = load_config(config)
-    rows = [cfg, *(cfg.for_row(r) for r in cfg.compare.methods)]
+    # a comparison's rows when the config has a compare section (the defaults of an absent one are no plan)
+    rows = [cfg, *(cfg.for_row(r) for r in cfg.compare.methods if "compare" in cfg.model_fields_set)]
     problem = next((p for c in rows if (p := missing_roles(c))), None)
     if problem:
         raise CotdistillError(f"{config}: method: {problem}")

@@ -345,6 +345,82 @@ def nll_markdown(nll: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def uniform_injected_share(cfg: Config, dataset_dir: Path) -> float | None:
+    """The weight share an unweighted method gives injected paths: over the questions that have any, the mean
+    of (injected paths / paths) among the paths ``cfg.method`` selects. None without injected paths."""
+    from cotdistill.curate import load_path_dataset
+    from cotdistill.methods.registry import get_method
+
+    method = get_method(cfg.method, cfg)
+    shares = []
+    for row in load_path_dataset(dataset_dir)["train"]:
+        paths = method.select_paths(row)
+        n_inj = sum(1 for p in paths if p.get("injected"))
+        if paths and n_inj:
+            shares.append(n_inj / len(paths))
+    return float(np.mean(shares)) if shares else None
+
+
+def build_probe(cfg: Config, shared: Path, rows: list[str], table: dict[str, Any]) -> dict[str, Any]:
+    """The teacher-compatibility probe (issue 14), per row and seed: the weight share that went to injected
+    paths over training (α; MIND's kept set too), the share an unweighted method gives them, and the row's
+    held-out NLL and accuracy per seed. Writes ``injected_share.png`` (trajectories) into ``shared``."""
+    from cotdistill.analysis.dynamics import injected_share, load_dynamics, plot_injected_share
+
+    out: dict[str, Any] = {"rows": {}}
+    series: dict[str, dict] = {}
+    uniforms = []
+    for row in rows:
+        rcfg = cfg.for_row(row)
+        uni = uniform_injected_share(rcfg, shared / "dataset")
+        entry: dict[str, Any] = {"method": rcfg.method, "uniform_share": uni, "seeds": {}}
+        for seed in cfg.compare.seeds:
+            dyn = shared / f"{row}-s{seed}" / "dynamics.jsonl"
+            recs = load_dynamics(dyn) if dyn.is_file() else []
+            alpha, kept = injected_share(recs, "alpha"), injected_share(recs, "kept")
+            cell = {"alpha": None if alpha is None else {k: v for k, v in alpha.items() if k not in ("steps", "share")},
+                    "kept": None if kept is None else {k: v for k, v in kept.items() if k not in ("steps", "share")}}
+            if alpha is not None:
+                series[f"{row} s{seed}"] = alpha
+            entry["seeds"][str(seed)] = cell
+        if uni is not None and alpha is None:
+            uniforms.append(uni)
+        out["rows"][row] = entry
+    if series:
+        out["plot"] = str(plot_injected_share(series, shared / "injected_share.png",
+                                              uniform=float(np.mean(uniforms)) if uniforms else None).name)
+    return out
+
+
+def probe_markdown(probe: dict[str, Any], table: dict[str, Any]) -> str:
+    """The probe section of ``compare.md``: weight share on injected paths, NLL and accuracy per row and seed."""
+    benches = table["benchmarks"]
+    nll = table.get("rationale_nll") or {}
+    head = ["Method", "seed", "weight on injected (mean; first → last quarter)", "MIND kept set on injected",
+            "held-out NLL", *[f"{b} acc" for b in benches]]
+    lines = ["### Teacher-compatibility probe: weight on injected paths", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row, e in probe["rows"].items():
+        seed_labels = table["rows"][row].get("seed_labels") or list(e["seeds"])
+        for i, (seed, cell) in enumerate(e["seeds"].items()):
+            a, k = cell["alpha"], cell["kept"]
+            share = (f"{a['mean']:.3f} ({a['first_quarter']:.3f} → {a['last_quarter']:.3f})" if a else
+                     f"{e['uniform_share']:.3f} (uniform)" if e["uniform_share"] is not None else "—")
+            kept = f"{k['mean']:.3f} ({k['first_quarter']:.3f} → {k['last_quarter']:.3f})" if k else "—"
+            j = seed_labels.index(seed) if seed in seed_labels else i
+            nll_v = (nll.get("rows", {}).get(row, {}).get("per_seed") or [None] * (j + 1))[j] if nll else None
+            accs = [table["rows"][row]["benchmarks"][b]["per_seed"] for b in benches]
+            lines.append("| " + " | ".join([row, seed, share, kept, "—" if nll_v is None else f"{nll_v:.4f}",
+                                              *[f"{100 * a[j]:.1f}" if j < len(a) else "—" for a in accs]]) + " |")
+    lines += ["", "Weight on injected = Σ α of the injected paths / Σ α of all paths of a question, averaged over "
+              "the steps whose question has injected paths (methods without a weighting: the share of injected "
+              "paths among the paths they train on). Uniform weighting of the injected questions gives the "
+              "uniform share; a weighting that distrusts the injected paths falls below it."]
+    if probe.get("plot"):
+        lines += ["", f"![weight share on injected paths over training]({probe['plot']})"]
+    return "\n".join(lines) + "\n"
+
+
 def run_compare(cfg: Config, *, dry_run: bool = False, echo: Callable[[str], None] = print,
                 methods: list[str] | None = None) -> dict[str, Any] | None:
     """Run the shared stages once, then every (method, seed) cell; write ``compare.{md,json}``.
@@ -408,8 +484,11 @@ def run_compare(cfg: Config, *, dry_run: bool = False, echo: Callable[[str], Non
         nll_cells = {m: [d.parent.parent / "nll" / d.name for d in cells[m]] for m in chosen}
         table["rationale_nll"] = build_nll_table(shared, nll_cells, rset, reference=reference)
     table["provenance"] = {"config": json.loads(json.dumps(cfg.model_dump(mode="json"))), "seeds": cfg.compare.seeds}
+    if cfg.curate.inject is not None:
+        table["probe"] = build_probe(cfg, shared, chosen, table)
     atomic_write_json(shared / "compare.json", table)
     md = table_markdown(table) + ("\n" + nll_markdown(table["rationale_nll"]) if "rationale_nll" in table else "")
+    md += "\n" + probe_markdown(table["probe"], table) if "probe" in table else ""
     atomic_write_text(shared / "compare.md", md)
     echo(md)
     return table

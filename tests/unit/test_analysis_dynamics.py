@@ -48,3 +48,24 @@ def test_plots_written(tmp_path):
     for path in figs.values():
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
     assert plot_dynamics([], tmp_path / "empty") == {}
+
+
+def test_injected_share_by_hand():
+    """Issue 14: the share of α on injected paths, only at steps that have injected paths."""
+    from cotdistill.analysis.dynamics import injected_share
+
+    recs = [
+        {"step": 1, "signals": {"alpha": {"gpt/l2": 0.5, "injected-shuffled/injected-shuffled": 0.5}}},
+        {"step": 2, "signals": {"alpha": {"gpt/l2": 1.0}}},  # no injected path: skipped
+        {"step": 3, "signals": {"alpha": {"gpt/l2": 0.6, "gem/l4": 0.2, "injected-off_topic/injected-off_topic": 0.1,
+                                          "injected-shuffled/injected-shuffled": 0.1}}},
+        {"step": 4, "signals": {"alpha": {"gpt/l2": 0.9, "injected-truncated/injected-truncated": 0.1}}},
+        {"step": 5, "signals": {"alpha": {"gpt/l2": 0.95, "injected-truncated/injected-truncated": 0.05}}},
+    ]
+    s = injected_share(recs)
+    assert s["steps"] == [1, 3, 4, 5]
+    assert s["share"] == pytest.approx([0.5, 0.2, 0.1, 0.05])
+    assert s["mean"] == pytest.approx(0.2125) and s["first_quarter"] == pytest.approx(0.5)
+    assert s["last_quarter"] == pytest.approx(0.05)
+    assert s["by_kind"] == pytest.approx({"off_topic": 0.1, "shuffled": 0.3, "truncated": 0.075})
+    assert injected_share(recs, "kept") is None

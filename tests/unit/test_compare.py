@@ -187,3 +187,23 @@ def test_nll_table_pairs_questions_and_seeds(tmp_path):
     assert vs_ref["compact"]["delta"] == pytest.approx(-0.2) and vs_ref["compact"]["verdict"] == "better"
     md = nll_markdown(t)
     assert "Held-out rationale NLL on `eit:svamp`" in md and "| compact (×2 seeds) |" in md
+
+
+def test_uniform_injected_share_counts_the_paths_a_method_selects(tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    from cotdistill.compare import uniform_injected_share
+    from cotdistill.config import Config
+
+    def path(t, inj=""):
+        return {"teacher": t, "perspective": t, "role": f"perspective:{t}", "twin": "", "injected": inj,
+                "label": t, "text": "x", "record_key": t}
+
+    rows = [{"question_id": "a", "question": "?", "gold": "1",
+             "paths": [path("g"), path("h"), path("injected-shuffled", "shuffled")]},
+            {"question_id": "b", "question": "?", "gold": "1",
+             "paths": [path("g"), path("injected-off_topic", "off_topic"), path("injected-truncated", "truncated")]},
+            {"question_id": "c", "question": "?", "gold": "1", "paths": [path("g")]}]
+    DatasetDict({"train": Dataset.from_list(rows)}).save_to_disk(str(tmp_path / "ds"))
+    cfg = Config.model_validate({"method": "std_cot", "std_cot": {"paths": "all"}})
+    assert uniform_injected_share(cfg, tmp_path / "ds") == pytest.approx((1 / 3 + 2 / 3) / 2)

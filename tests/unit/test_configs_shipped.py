@@ -11,7 +11,26 @@ CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_shipped_config_validates(path):
+    """`cotdistill validate` on it exits 0: keys, and the roles each method (and comparison row) needs."""
+    from typer.testing import CliRunner
+
+    from cotdistill.cli import app
+
     load_config(path)
+    res = CliRunner().invoke(app, ["validate", str(path)])
+    assert res.exit_code == 0, res.exception
+
+
+def test_no_shipped_config_tunes_on_a_test_question():
+    """Issue 13: a settings search (compare.tune) scores dev splits only; every comparison table states its
+    reference row and never uses eval.limit on a test split for a search."""
+    from cotdistill.compare import check_tuning
+
+    for path in CONFIGS:
+        cfg = load_config(path)
+        check_tuning(cfg)  # raises for a search on test questions
+        if cfg.compare.tune:
+            assert all(b.endswith(":dev") for b in cfg.eval.benchmarks), path
 
 
 def test_there_are_configs():

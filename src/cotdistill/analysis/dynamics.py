@@ -137,3 +137,62 @@ def plot_dynamics(records: list[dict], out_dir: str | Path) -> dict[str, Path]:
             ax_l.legend(fontsize=7, ncol=min(4, len(labels)), frameon=False)
         figs[f"dynamics_{_slug(name)}"] = save_figure(fig, out_dir / f"dynamics_{_slug(name)}.png")
     return figs
+
+
+INJECTED_PREFIX = "injected-"
+
+
+def is_injected_label(label: str) -> bool:
+    """A path label of a ``curate.inject`` path (``injected-<kind>`` or ``injected-<kind>/injected-<kind>``)."""
+    return str(label).startswith(INJECTED_PREFIX)
+
+
+def injected_share(records: list[dict], signal: str = "alpha") -> dict[str, Any] | None:
+    """Share of a per-label weight signal that went to injected paths, step by step.
+
+    At each step whose labels include an injected one: Σ_injected w / Σ_all w of the per-label values of
+    ``signal`` (MIND's ``alpha`` or ``kept``, COMPACT's ``alpha``; with one question per step these are the
+    paths' own values). Steps without an injected path say nothing about it and are skipped.
+
+    Returns ``{"steps": [T], "share": [T], "mean": float, "first_quarter": float, "last_quarter": float,
+    "by_kind": {kind: mean share}}`` or None when the signal never names an injected label.
+    """
+    steps, shares = [], []
+    by_kind: dict[str, list[float]] = {}
+    for i, rec in enumerate(records):
+        vals = (rec.get("signals") or {}).get(signal)
+        if not isinstance(vals, dict) or not any(is_injected_label(k) for k in vals):
+            continue
+        total = sum(float(v) for v in vals.values() if _num(v))
+        if total <= 0:
+            continue
+        inj = {k: float(v) for k, v in vals.items() if is_injected_label(k) and _num(v)}
+        steps.append(int(rec.get("step", i)))
+        shares.append(sum(inj.values()) / total)
+        for k, v in inj.items():
+            by_kind.setdefault(k.split("/")[0].removeprefix(INJECTED_PREFIX), []).append(v / total)
+    if not shares:
+        return None
+    q = max(1, len(shares) // 4)
+    return {"steps": steps, "share": shares, "mean": float(np.mean(shares)),
+            "first_quarter": float(np.mean(shares[:q])), "last_quarter": float(np.mean(shares[-q:])),
+            "by_kind": {k: float(np.mean(v)) for k, v in sorted(by_kind.items())}}
+
+
+def plot_injected_share(series: dict[str, dict], out_path: str | Path, uniform: float | None = None) -> Path:
+    """One line per run (name → :func:`injected_share` result, smoothed over 10 steps) of the weight share on
+    injected paths over training; ``uniform``: the share an unweighted method gives them (dashed)."""
+    from cotdistill.analysis.plotting import new_figure, save_figure
+
+    fig, ax = new_figure(width=7.5, height=4.0)
+    for name, s in series.items():
+        y = np.convolve(s["share"], np.ones(10) / 10, mode="valid") if len(s["share"]) >= 10 else np.array(s["share"])
+        ax.plot(s["steps"][len(s["steps"]) - len(y):], y, label=name, lw=1.2)
+    if uniform is not None:
+        ax.axhline(uniform, color="grey", ls="--", lw=1, label=f"uniform ({uniform:.2f})")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("weight share on injected paths")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title("Weight on known-incompatible paths over training (10-step mean)")
+    return save_figure(fig, out_path)
