@@ -140,8 +140,8 @@ def test_summary_card_and_compact_data_card(tmp_path):
     assert "<b>7</b> optimizer steps, 0.58 epochs" in s and "12" not in s.split("Training run", 1)[1].split("</dd>")[0]
     # headline table: base vs distilled, accuracy with CI and delta per benchmark, and a CI reading
     assert "40.0%" in s and "[35.0, 45.0]" in s and "55.0%" in s and "[50.0, 60.0]" in s
-    assert "+15.0" in s and "CIs apart: better" in s
-    assert "-2.0" in s and "CIs overlap" in s and ">OOD<" in s
+    assert "+15.0" in s and "-2.0" in s and ">OOD<" in s
+    assert "no per-sample outputs: no paired test" in s and "CIs apart" not in s  # separate CIs are no test
     # data card: readable per-teacher table and funnels, raw per-teacher JSON gone, the rest behind <details>
     d = _section(text, "data")
     assert "<th>correct %</th>" in d and "<td class='num'>90.0</td>" in d and "<td class='num'>70.0</td>" in d
@@ -252,3 +252,35 @@ def test_report_renders_in_headless_chromium(full_run, tmp_path):
     assert dom.sections[0] == "summary" and len(dom.sections) == 9
     assert len(_decode_pngs(dom.imgs)) >= 6
     shutil.copy(shot, full_run / "report_screenshot.png")  # kept next to the report for a human look
+
+
+def test_summary_card_leads_with_heldout_nll_and_answer_format(tmp_path):
+    """Issue 14: the first screen says whether anything was learned: paired held-out NLL and answer format,
+    and the accuracy difference with a paired test."""
+    import json
+
+    from cotdistill.config import Config, dump_config
+    from cotdistill.utils.io import atomic_write_text
+
+    run = make_run(tmp_path / "lead", "x", card=False)
+    cfg = Config.model_validate({"run": {"name": "lead"}, "method": "mind", "eval": {"benchmarks": ["svamp"]}})
+    atomic_write_text(run / "config.yaml", dump_config(cfg))
+    ids = [f"q{i}" for i in range(40)]
+    for tag, shift in (("base", 0.0), ("mind", -0.5)):
+        d = run / "nll" / tag
+        d.mkdir(parents=True)
+        (d / "rationale_nll-eit-svamp.summary.json").write_text(json.dumps({"set": "eit:svamp"}))
+        (d / "rationale_nll-eit-svamp.jsonl").write_text("".join(
+            json.dumps({"id": i, "nll": 2.0 + 0.01 * k + shift}) + "\n" for k, i in enumerate(ids)))
+        (run / "eval" / tag).mkdir(parents=True, exist_ok=True)
+        rows = [{"id": i, "correct": (k < 2) if tag == "base" else (k < 12),
+                 "output": "blah blah" if tag == "base" and k % 2 else "5 - 2 = 3.\nThe answer is: 3"}
+                for k, i in enumerate(ids)]
+        (run / "eval" / tag / "svamp.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    s = _section(write_report(run).read_text(encoding="utf-8"), "summary")
+    lead = s[s.index("Did distillation work?"):s.index("<dl class='facts'>")]
+    assert "base 2.195 → student 1.695" in lead and "paired Δ <b>-0.500</b> [-0.500, -0.500]" in lead
+    assert "lower: the student models held-out teacher reasoning better" in lead
+    assert "Answer format</b> on svamp: base 50.0% → student 100.0%" in lead
+    assert "paired McNemar p=" in s and "(10:0 flips)" in s
+

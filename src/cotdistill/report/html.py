@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -279,8 +280,79 @@ def _data_section(card: dict | None) -> str:
     return out
 
 
-def _summary_section(cfg: dict, card: dict | None, train: dict | None, summaries: dict) -> str:
-    """The answer to "did it work?": what was trained on what, and base vs distilled accuracy."""
+_ANSWER_LINE = re.compile(r"^\s*the answer is\s*:?\s*\S", re.IGNORECASE)
+
+
+def answer_format_rate(jsonl: Path) -> tuple[float, int] | None:
+    """(share of outputs whose last non-empty line is an answer line "The answer is: …", n) of an eval JSONL."""
+    from cotdistill.utils.io import read_jsonl
+
+    if not jsonl.is_file():
+        return None
+    outs = [str(r.get("output") or "") for r in read_jsonl(jsonl) if "output" in r]
+    if not outs:
+        return None
+    ok = sum(bool(_ANSWER_LINE.match(([ln for ln in o.splitlines() if ln.strip()] or [""])[-1])) for o in outs)
+    return ok / len(outs), len(outs)
+
+
+def _paired_nll(run_dir: Path, student: str) -> dict | None:
+    """Base vs student held-out rationale NLL on the same questions: means, paired Δ with 95% CI, Wilcoxon p."""
+    import numpy as np
+
+    from cotdistill.evaluate.stats import paired_metric_difference
+    from cotdistill.utils.io import read_jsonl
+
+    base_dir, stu_dir = run_dir / "nll" / "base", run_dir / "nll" / student
+    for summ in sorted(base_dir.glob("rationale_nll-*.summary.json")) if base_dir.is_dir() else []:
+        jb, js = summ.with_name(summ.name.replace(".summary.json", ".jsonl")), stu_dir / summ.name.replace(
+            ".summary.json", ".jsonl")
+        if not js.is_file():
+            continue
+        b = {str(r["id"]): float(r["nll"]) for r in read_jsonl(jb)}
+        s = {str(r["id"]): float(r["nll"]) for r in read_jsonl(js)}
+        ids = sorted(set(b) & set(s))
+        if len(ids) < 2:
+            continue
+        bv, sv = np.array([[b[i] for i in ids]]), np.array([[s[i] for i in ids]])
+        d = paired_metric_difference(sv, bv).as_dict()
+        return {"set": _read_json(summ).get("set"), "n": len(ids), "base": float(bv.mean()),
+                "student": float(sv.mean()), "delta": d["delta"], "ci95": d["ci95"], "p": d.get("p_combined"),
+                "excludes_zero": d["ci95"][1] < 0 or d["ci95"][0] > 0}
+    return None
+
+
+def _did_it_work(run_dir: Path, cfg: dict, summaries: dict) -> str:
+    """The summary card's lead: held-out rationale NLL of base vs student (paired CI) and the answer-format rate,
+    the signals that move at a scale where accuracy cannot (a 135M student near the floor)."""
+    student = cfg.get("method") or ""
+    items = []
+    nll = _paired_nll(run_dir, student) if student else None
+    if nll is not None:
+        lo, hi = nll["ci95"]
+        verdict = ("lower: the student models held-out teacher reasoning better than the base" if hi < 0 else
+                   "higher: the student models it worse than the base" if lo > 0 else
+                   "the paired CI includes 0: no change this sample can show")
+        items.append(f"<li><b>Held-out rationale NLL</b> on <code>{_e(nll['set'])}</code> ({nll['n']} questions no "
+                     f"method trained on): base {nll['base']:.3f} → student {nll['student']:.3f}, paired Δ "
+                     f"<b>{nll['delta']:+.3f}</b> [{lo:+.3f}, {hi:+.3f}]"
+                     + (f", Wilcoxon p={_fmt(nll['p'])}" if nll.get("p") is not None else "") + f" — {verdict}.</li>")
+    for bench in sorted({b for per in summaries.values() for b in per}):
+        stem = "".join(c if c.isalnum() or c in "-_." else "-" for c in bench)
+        rates = {t: answer_format_rate(run_dir / "eval" / t / f"{stem}.jsonl") for t in ("base", student)}
+        if all(rates.values()):
+            items.append(f"<li><b>Answer format</b> on {_e(bench)}: base {_pct(rates['base'][0])}% → student "
+                         f"{_pct(rates[student][0])}% of outputs end with an answer line "
+                         f"(n={rates[student][1]}).</li>")
+    if not items:
+        return ""
+    return "<h3>Did distillation work?</h3><ul class='lead'>" + "".join(items) + "</ul>"
+
+
+def _summary_section(cfg: dict, card: dict | None, train: dict | None, summaries: dict,
+                     run_dir: Path | None = None) -> str:
+    """The answer to "did it work?": held-out NLL and answer format first, then what was trained on what, and
+    base vs distilled accuracy."""
     tcfg = cfg.get("train") or {}
     facts: list[tuple[str, str]] = []
     method = cfg.get("method") or (train or {}).get("method")
@@ -319,13 +391,30 @@ def _summary_section(cfg: dict, card: dict | None, train: dict | None, summaries
         facts.append(("Training run", ", ".join(bits)))
     else:
         facts.append(("Training run", "not run (no student/cotdistill_train.json)"))
-    out = "<div class='card'><dl class='facts'>" + "".join(
+    lead = _did_it_work(run_dir, cfg, summaries) if run_dir is not None else ""
+    out = "<div class='card'>" + lead + "<dl class='facts'>" + "".join(
         f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts) + "</dl>"
-    out += _headline_table(cfg, summaries) + "</div>"
+    out += _headline_table(cfg, summaries, run_dir) + "</div>"
     return out
 
 
-def _headline_table(cfg: dict, summaries: dict) -> str:
+def _paired_reading(run_dir: Path | None, base: str, tag: str, bench: str) -> str:
+    """Exact McNemar p of base vs ``tag`` on the questions both answered (per-sample JSONLs), else a note that
+    only separate intervals exist (which are no test)."""
+    from cotdistill.evaluate.stats import mcnemar_exact_p
+    from cotdistill.utils.io import read_jsonl
+
+    stem = "".join(c if c.isalnum() or c in "-_." else "-" for c in bench)
+    files = [run_dir / "eval" / t / f"{stem}.jsonl" for t in (base, tag)] if run_dir is not None else []
+    if not files or not all(f.is_file() for f in files):
+        return "no per-sample outputs: no paired test"
+    a, b = ({str(r["id"]): bool(r["correct"]) for r in read_jsonl(f) if "id" in r} for f in files)
+    ids = set(a) & set(b)
+    only_tag, only_base = sum(b[i] and not a[i] for i in ids), sum(a[i] and not b[i] for i in ids)
+    return f"paired McNemar p={_fmt(mcnemar_exact_p(only_tag, only_base))} ({only_tag}:{only_base} flips)"
+
+
+def _headline_table(cfg: dict, summaries: dict, run_dir: Path | None = None) -> str:
     """Per benchmark: base and every other evaluated model, accuracy with 95% CI and delta in points."""
     if not summaries:
         return _not_run("evaluation", "no eval/<model>/summary.json")
@@ -361,25 +450,12 @@ def _headline_table(cfg: dict, summaries: dict) -> str:
                 continue
             cls = "up" if d > 0 else "down" if d < 0 else ""
             rows += (f"<td class='num'><span class='{cls}'>{'+' if d >= 0 else ''}{100 * d:.1f}</span>"
-                     f"<br><span class='ci'>{_e(_ci_reading(rb, r))}</span></td>")
+                     f"<br><span class='ci'>{_e(_paired_reading(run_dir, base, t, name))}</span></td>")
         rows += "</tr>"
-    note = ("<p class='note'>Accuracy with 95% CI in brackets; Δ = distilled − base in percentage points. "
-            "Non-overlapping intervals are a conservative sign of a real difference; overlapping ones mean this "
-            "sample cannot tell.</p>")
+    note = ("<p class='note'>Accuracy with 95% CI in brackets; Δ = distilled − base in percentage points, with "
+            "the exact McNemar test of the two on the same questions (flips: questions only the distilled / only "
+            "the base student got right). Separate intervals are not a test of the difference.</p>")
     return f"<table>{head}{rows}</table>{note}"
-
-
-def _ci_reading(base: dict | None, other: dict | None) -> str:
-    """"CIs overlap" / "above base CI" / "below base CI" from the two 95% intervals."""
-    try:
-        (bl, bh), (ol, oh) = base["ci95"], other["ci95"]
-        if ol > bh:
-            return "CIs apart: better"
-        if oh < bl:
-            return "CIs apart: worse"
-        return "CIs overlap"
-    except (TypeError, KeyError, ValueError):
-        return ""
 
 
 def _dynamics(run_dir: Path, tmp: Path) -> tuple[dict[str, Path], dict | None]:
@@ -661,7 +737,7 @@ def render_report(run_dir: str | Path) -> str:
     eval_html, summaries = _eval_section(run_dir, cfg)
     card = _load_card(run_dir)
     bodies = {
-        "summary": _summary_section(cfg, card, _load_train(run_dir), summaries),
+        "summary": _summary_section(cfg, card, _load_train(run_dir), summaries, run_dir),
         "config": cfg_html,
         "data": _data_section(card),
         "training": training,
