@@ -106,6 +106,13 @@ class SynthesisConfig(Section):
         "You are an expert problem solver who writes clear, correct solutions.", description="Teacher system turn."
     )
     retry_failed: bool = Field(True, description="Re-send requests that failed in an earlier run.")
+    dual_cot: bool = Field(
+        False,
+        description="EDIT's dual CoTs: after the main round, ask each teacher for the most likely wrong twin of "
+        "every correct standard path (CCP) and a hinted correct twin of every wrong one (AHP); stored as "
+        "`rejected` / `chosen` paths linked to their twin (needs data.standard_path: plain; curate.keep_rejected).",
+    )
+    dual_cot_prompt_version: str = Field("edit-v1", description="Version of the CCP/AHP templates (teachers/prompts.py).")
 
 
 # --------------------------------------------------------------------------- curate
@@ -123,7 +130,8 @@ class FilterConfig(Section):
         None,
         description="Keep a question only if it has a correct standard path (what Std-CoT, SbS and MoDE's dev "
         "target train on). Default (null): required when the store holds any standard path, so every method of a "
-        "comparison trains on the same questions.",
+        "comparison trains on the same questions. With synthesis.dual_cot, set false to keep the questions the "
+        "teacher got wrong (their AHP pairs train EDIT; Std-CoT/SbS skip them).",
     )
 
 

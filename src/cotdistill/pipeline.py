@@ -85,6 +85,11 @@ def build_plan(cfg: Config, run_dir: Path, shared_dir: Path | None = None) -> li
             from cotdistill.teachers.synthesize import synthesize
 
             synthesize(cfg, run_dir)
+            if cfg.synthesis.dual_cot:  # EDIT's CCP/AHP twins of the standard paths just synthesised
+                from cotdistill.teachers.dual_cot import plan_dual
+
+                synthesize(cfg, run_dir, items=plan_dual(cfg, RationaleStore(store_dir)),
+                           summary_name="dual_cot_summary.json")
 
     if not cfg.data.imports and not cfg.teachers:
         raise CotdistillError("config: data.imports and teachers are both empty: nothing to distill from")

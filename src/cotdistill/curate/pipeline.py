@@ -280,14 +280,16 @@ def curate_store(config: Config, store_dir: str | os.PathLike, out_dir: str | os
                 path_drops[f"over_max_{name}_paths"] += len(groups[name]) - cap
                 groups[name] = _order_round_robin(groups[name], rng)[:cap]
         paths = sorted(groups["standard"] + groups["multi"] + groups["chosen"], key=lambda p: p["_order"])
-        counted = groups["multi"] if has_multi else groups["standard"]
+        # the paths min_correct_paths counts: the multi-path set, else the standard-style paths (an AHP twin is
+        # a hinted standard path)
+        counted = groups["multi"] if has_multi else groups["standard"] + groups["chosen"]
         if len(counted) < cur.filter.min_correct_paths or (require_standard and not groups["standard"]):
             if not paths:
                 reason = "no_correct_path" if cur.filter.judge == "rule" else "no_path"
-            elif len(counted) < cur.filter.min_correct_paths:
-                reason = "too_few_paths"
-            else:
+            elif require_standard and not groups["standard"]:
                 reason = "no_standard_path"
+            else:
+                reason = "too_few_paths"
             q_dropped[reason] += 1
             path_drops["question_dropped"] += len(paths)
             continue

@@ -105,7 +105,8 @@ class EditMethod(Method):
     name = "edit"
 
     def needed_roles(self) -> set[str]:
-        return {"rejected"}
+        # twin-linked pairs come only from synthesis.dual_cot; imported sets need edit.pairing: similarity
+        return {"rejected", "twin"} if self.config.edit.pairing == "twin" else {"rejected"}
 
     def select_row(self, row: dict) -> dict:
         """The row's dual pairs: ``paths`` (chosen) aligned one-to-one with ``rejected_paths``.

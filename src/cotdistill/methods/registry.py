@@ -57,7 +57,7 @@ def get_method(name: str, config: Any) -> Method:
 def planned_role_kinds(config: Any) -> set[str] | None:
     """Role kinds the config's data stages will produce (:mod:`cotdistill.pathset.roles`), or None when that
     cannot be known before the data exists (a ``store`` import, or no data source: a dataset given to ``train``).
-    ``multi`` = perspective or teacher paths."""
+    ``multi`` = perspective or teacher paths; ``twin`` = EDIT's synthesised dual pairs."""
     if not config.data.imports and not config.teachers:
         return None
     kinds: set[str] = set()
@@ -74,6 +74,8 @@ def planned_role_kinds(config: Any) -> set[str] | None:
             kinds.add("perspective")
     if config.curate.keep_rejected:
         kinds.add("rejected")
+    if config.teachers and config.synthesis.dual_cot:  # "twin": CCP/AHP-linked pairs (public sets have none)
+        kinds |= {"rejected", "twin"}
     if kinds & {"perspective", "teacher"}:
         kinds.add("multi")
     return kinds

@@ -23,6 +23,45 @@ TEMPLATES: dict[str, str] = {
 }
 
 
+# EDIT's dual chains of thought (arXiv 2405.19737, §3.1 and its appendix prompts `cot-ccp/`, `cot-ahp/`). The
+# paper's prompts are few-shot BBH prompts; these are zero-shot math versions (METHODS.md §4.5: "write math
+# versions [proposal]"). Versioned like TEMPLATES: the version is part of every dual record's key.
+# - CCP (contrastive CoT prompting), when the teacher's standard path is correct: the most likely wrong
+#   solution that follows the correct one step for step and departs at one key step (a minimal flip).
+# - AHP (answer-hint prompting), when it is wrong: a solution written knowing the correct answer, so that it
+#   can be paired with the teacher's own wrong path.
+DUAL_TEMPLATES: dict[str, dict[str, str]] = {
+    "edit-v1": {
+        "ccp": (
+            "Here is a problem and a correct step-by-step solution.\n\n"
+            "Problem: {problem}\n\nCorrect solution:\n{solution}\n\n"
+            "Write the most likely WRONG solution to this problem: copy the correct solution step by step, but "
+            "make one plausible mistake in one key step (a wrong operation, a misread number or a miscalculation), "
+            "carry it through to a wrong final answer, and do not point out the mistake.\n" + FINAL_LINE
+        ),
+        "ahp": (
+            "Solve the problem below step by step. Hint: the correct answer is {answer}. Reason your way to it "
+            "without mentioning the hint.\n\nProblem: {problem}\n\n" + FINAL_LINE
+        ),
+    },
+}
+
+
+def build_dual_messages(kind: str, question: str, *, answer: str, solution: str = "",
+                        choices: list[str] | tuple[str, ...] | None = None, prompt_version: str = "edit-v1",
+                        system_prompt: str | None = None) -> list[dict[str, Any]]:
+    """Chat messages of an EDIT dual-CoT request: ``kind`` = ``ccp`` (needs the correct ``solution``) or ``ahp``
+    (needs the gold ``answer``). Raises a one-line error on an unknown ``synthesis.dual_cot_prompt_version``."""
+    try:
+        template = DUAL_TEMPLATES[prompt_version][kind]
+    except KeyError:
+        raise CotdistillError(f"config: synthesis.dual_cot_prompt_version: unknown version '{prompt_version}' "
+                              f"(known: {', '.join(DUAL_TEMPLATES)})") from None
+    user = template.format(problem=format_problem(question, choices), solution=solution.strip(), answer=answer)
+    return ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
+        {"role": "user", "content": user}]
+
+
 def format_problem(question: str, choices: list[str] | tuple[str, ...] | None = None) -> str:
     """The problem text shown to the teacher: the question, then lettered options if any."""
     text = question.strip()

@@ -204,6 +204,8 @@ def synthesize(
     progress: bool = True,
     flush_every: int | None = None,
     flush_interval_s: float | None = None,
+    items: list[PlannedItem] | None = None,
+    summary_name: str = "synthesis_summary.json",
 ) -> dict[str, Any]:
     """Run (or resume) live synthesis for ``config`` into ``run_dir/rationales``; return the summary.
 
@@ -211,13 +213,15 @@ def synthesize(
     (``flush_every=1``: one fsync per result); a SIGKILL loses at most that batch plus the requests in flight.
     None = the environment override (module docstring) or :data:`FLUSH_EVERY` / :data:`FLUSH_INTERVAL_S`.
     Summary keys: planned, already_done, sent, done, failed, remaining, elapsed_s, store, by_teacher.
+    ``items`` replaces the config's plan (EDIT's dual-CoT round, :func:`cotdistill.teachers.dual_cot.plan_dual`),
+    whose summary goes to ``summary_name``.
     """
     from cotdistill.config import dump_config
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     store = RationaleStore(run_dir / STORE_SUBDIR)
-    items = plan(config)
+    items = plan(config) if items is None else items
     lock = _exclusive_run_lock(store.dir)  # a second synthesize on the same store would send duplicates
     planned_keys = {it.request.key for it in items}
     latest = store.latest()
@@ -337,7 +341,7 @@ def synthesize(
             "cotdistill_version": __version__,
             "finished_at": utc_now(),
         }
-        atomic_write_json(store.dir / "synthesis_summary.json", summary)
+        atomic_write_json(store.dir / summary_name, summary)
         lock.close()  # releases the flock (the kernel also drops it if we are killed)
         if flush_error is not None:
             raise flush_error
