@@ -158,13 +158,15 @@ def compare_cmd(
     methods: Annotated[Optional[str], typer.Option(
         "--methods", help="Comma-separated subset of compare.methods to run now (one process per device); "
         "a final call without it writes the full table.")] = None,
+    table: Annotated[bool, typer.Option(
+        "--table", help="Train nothing: tabulate the finished cells and list the others as not run.")] = False,
 ) -> None:
     """Train and evaluate methods x seeds on the same curated data; write compare.md/json (papers' layout)."""
     from cotdistill.compare import run_compare
     from cotdistill.config import load_config
 
     chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods is not None else None
-    run_compare(load_config(config), dry_run=dry_run, echo=typer.echo, methods=chosen)
+    run_compare(load_config(config), dry_run=dry_run, echo=typer.echo, methods=chosen, table_only=table)
 
 
 @app.command("run")

@@ -255,6 +255,8 @@ def table_markdown(table: dict[str, Any]) -> str:
         gain = row.get("id_gain")
         cells.append("—" if name == "base" or gain is None else f"{100 * gain:+.1f}")
         lines.append("| " + " | ".join(cells) + " |")
+    for name in table.get("rows_not_run") or []:
+        lines.append("| " + " | ".join([name] + ["not run"] * (len(head) - 1)) + " |")
     lines.append("")
     lines.append("Accuracy in %, mean over seeds, 95% CI in brackets: "
                  + ("Wilson score interval (ʷ) below 100 questions, otherwise " if wilson else "")
@@ -421,9 +423,22 @@ def probe_markdown(probe: dict[str, Any], table: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _cell_finished(mc: Config, eval_dir: Path, nll: bool) -> bool:
+    """Whether a cell's evaluation (and held-out NLL) finished, read from its ``stages.json``."""
+    try:
+        state = json.loads((mc.run_dir() / "stages.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    need = ["eval_student"] + (["nll_student"] if nll else [])
+    return all((state.get(s) or {}).get("complete") for s in need) and eval_dir.is_dir()
+
+
 def run_compare(cfg: Config, *, dry_run: bool = False, echo: Callable[[str], None] = print,
-                methods: list[str] | None = None) -> dict[str, Any] | None:
+                methods: list[str] | None = None, table_only: bool = False) -> dict[str, Any] | None:
     """Run the shared stages once, then every (method, seed) cell; write ``compare.{md,json}``.
+
+    ``table_only`` trains and evaluates nothing: it tabulates the cells that have finished and lists every other
+    cell as not run (a comparison done in parts across sessions can be read at any point; no cell is hidden).
 
     ``methods`` (a subset of ``compare.methods``) runs only those cells and tabulates only them: start one
     process per subset to use several devices, then run once more without it for the full table (finished
@@ -455,12 +470,21 @@ def run_compare(cfg: Config, *, dry_run: bool = False, echo: Callable[[str], Non
     if problem:  # before the shared stages: a row that cannot train must not cost hours of evaluation first
         raise CotdistillError(f"config: compare.methods: {problem}")
     shared = cfg.run_dir()
-    say(f"== shared stages in {shared}")
-    run_pipeline(cfg, dry_run=dry_run, echo=echo, only=SHARED_STAGES)
+    if not table_only:
+        say(f"== shared stages in {shared}")
+        run_pipeline(cfg, dry_run=dry_run, echo=echo, only=SHARED_STAGES)
     cells: dict[str, list[Path]] = {}
+    not_run: list[str] = []
     for method in cell_order(chosen):
         for seed in cfg.compare.seeds:
             mc = method_config(cfg, method, seed)
+            if table_only:
+                eval_dir = mc.run_dir() / "eval" / student_tag(mc)
+                if _cell_finished(mc, eval_dir, cfg.eval.rationale_nll is not None):
+                    cells.setdefault(method, []).append(eval_dir)
+                else:
+                    not_run.append(f"{method} seed {seed}")
+                continue
             if method == "edit" and edit_continues_std_cot(cfg) and not dry_run:
                 start = std_cot_student(cfg, seed)
                 if not (start / "adapter_config.json").exists() and not (start / "config.json").exists():
@@ -473,8 +497,16 @@ def run_compare(cfg: Config, *, dry_run: bool = False, echo: Callable[[str], Non
             cells.setdefault(method, []).append(mc.run_dir() / "eval" / student_tag(mc))
     if dry_run or not is_main():
         return None
+    rows_not_run = [m for m in chosen if m not in cells]
+    chosen = [m for m in chosen if m in cells]  # table_only: rows with no finished seed are listed as not run
+    if not chosen:
+        raise CotdistillError(f"{shared}: no comparison cell has finished yet (not run: {', '.join(not_run)})")
     reference = cfg.compare.reference if cfg.compare.reference in chosen else None
     table = build_table(shared, {m: cells[m] for m in chosen}, list(cfg.eval.benchmarks), reference=reference)
+    table["not_run"] = not_run
+    table["rows_not_run"] = rows_not_run
+    if not_run:
+        table.setdefault("notes", []).append("not run yet (not in this table): " + ", ".join(not_run))
     table["rows_method"] = {m: cfg.compare.method_of(m) for m in chosen}
     nll_cfg = cfg.eval.rationale_nll
     if nll_cfg is not None:

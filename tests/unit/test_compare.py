@@ -207,3 +207,32 @@ def test_uniform_injected_share_counts_the_paths_a_method_selects(tmp_path):
     DatasetDict({"train": Dataset.from_list(rows)}).save_to_disk(str(tmp_path / "ds"))
     cfg = Config.model_validate({"method": "std_cot", "std_cot": {"paths": "all"}})
     assert uniform_injected_share(cfg, tmp_path / "ds") == pytest.approx((1 / 3 + 2 / 3) / 2)
+
+
+def test_table_only_lists_cells_not_run(tmp_path):
+    """A comparison done in parts: --table tabulates the finished cells and names every other one."""
+    import json
+
+    from cotdistill.compare import method_config, run_compare
+    from cotdistill.config import Config
+
+    cfg = Config.model_validate({"run": {"name": "cmp", "output_dir": str(tmp_path)},
+                                 "data": {"imports": [{"format": "mcc-kd"}]}, "eval": {"benchmarks": ["svamp"]},
+                                 "compare": {"methods": ["std_cot", "mcc_kd", "sbs"], "seeds": [0, 1]}})
+    ids = [f"chal-{i}" for i in range(1, 11)]
+
+    def write_eval(d, k):
+        d.mkdir(parents=True)
+        (d / "svamp.jsonl").write_text("".join(json.dumps({"id": i, "correct": j < k}) + "\n" for j, i in enumerate(ids)))
+
+    write_eval(tmp_path / "cmp" / "eval" / "base", 1)
+    for row, seed in (("std_cot", 0), ("std_cot", 1), ("mcc_kd", 0)):
+        mc = method_config(cfg, row, seed)
+        write_eval(mc.run_dir() / "eval" / mc.method, 3)
+        (mc.run_dir() / "stages.json").write_text(json.dumps({"eval_student": {"complete": True}}))
+    lines = []
+    t = run_compare(cfg, table_only=True, echo=lines.append)
+    assert t["not_run"] == ["mcc_kd seed 1", "sbs seed 0", "sbs seed 1"] and t["rows_not_run"] == ["sbs"]
+    assert t["rows"]["std_cot"]["seeds"] == 2 and t["rows"]["mcc_kd"]["seeds"] == 1
+    md = (tmp_path / "cmp" / "compare.md").read_text()
+    assert "| sbs | not run |" in md and "not run yet (not in this table): mcc_kd seed 1, sbs seed 0, sbs seed 1" in md

@@ -119,7 +119,9 @@ def test_methods_without_the_roles_they_need_fail_with_one_line(tmp_path, tiny_m
     ({"method": "mind", "data": {"imports": [{"format": "mcc-kd"}]}}, "method mind trains on the perspective paths; "
      "the configured data (data.imports, teachers, curate.keep_rejected) yields no perspective paths (it yields: standard)"),
     ({"method": "std_cot", "data": {"imports": [{"format": "eit"}]}}, "method std_cot trains on standard path"),
-    ({"method": "edit", "data": {"imports": [{"format": "mcc-kd"}]}}, "yields no rejected paths"),
+    ({"method": "edit", "data": {"imports": [{"format": "mcc-kd"}]}}, "yields no rejected/twin paths"),
+    ({"method": "edit", "edit": {"pairing": "similarity"}, "curate": {"keep_rejected": True},
+      "data": {"imports": [{"format": "mcc-kd"}]}}, None),
     ({"method": "mode", "data": {"imports": [{"format": "eit"}]}}, "yields no standard paths"),
     ({"method": "mind", "data": {"imports": [{"format": "eit"}, {"format": "mcc-kd"}]}}, None),
     ({"method": "mind", "data": {"imports": [{"format": "store", "path": "x"}]}}, None),  # unknown until curated
