@@ -84,8 +84,13 @@ class TeacherConfig(Section):
     backend: Literal["openai", "transformers", "vllm"] = Field("openai", description="Teacher backend.")
     model: str = Field(description="Model name (API) or HF id / local folder / .gguf / alias (local backends).")
     base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1.")
+    base_urls: list[str] | None = Field(
+        None, min_length=1,
+        description="Several replicas of the same model (e.g. one vLLM server per GPU) instead of base_url: each "
+        "request goes to the replica with the fewest requests in flight.",
+    )
     api_key_env: str | None = Field(None, description="Name of the env var holding the API key (never the key).")
-    max_concurrency: int = Field(8, ge=1, description="Requests in flight at once (openai backend).")
+    max_concurrency: int = Field(8, ge=1, description="Requests in flight at once per endpoint (openai backend).")
     timeout_s: float = Field(120.0, gt=0, description="Per-request timeout.")
     max_retries: int = Field(5, ge=0, description="Retries on 429/5xx/timeouts/malformed replies.")
     batch_size: int = Field(8, ge=1, description="Prompts per generate call (local backends).")
@@ -97,6 +102,24 @@ class TeacherConfig(Section):
     perspectives: list[str] | None = Field(None, description="Subset of data.perspectives for this teacher.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Local backends only.")
     tensor_parallel_size: int = Field(1, ge=1, description="vLLM only.")
+    reasoning: Literal["keep", "drop", "merge"] = Field(
+        "keep",
+        description="A reasoning model's chain of thought (the server's `reasoning_content`, or `<think>` blocks in "
+        "the text): keep = store it in the record's `reasoning` field, apart from the answer text (curation decides "
+        "what a path's rationale is: curate.reasoning); drop = do not store it; merge = store reasoning + answer as "
+        "one text.",
+    )
+    extra_body: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra JSON fields sent with every request (openai backend), e.g. {top_k: 20} or "
+        "{chat_template_kwargs: {enable_thinking: true}}; part of the record key when set.",
+    )
+
+    @model_validator(mode="after")
+    def _one_endpoint_key(self) -> TeacherConfig:
+        if self.base_url and self.base_urls:
+            raise ValueError("base_urls: give base_url or base_urls, not both")
+        return self
 
 
 class SynthesisConfig(Section):
@@ -156,6 +179,12 @@ class CurateConfig(Section):
         "else teacher/perspective.",
     )
     dev_fraction: float = Field(0.0, ge=0, lt=1, description="Held-out fraction of curated questions (dev loss).")
+    reasoning: Literal["both", "content", "reasoning"] = Field(
+        "both",
+        description="A path's rationale when its record has a separate reasoning trace (teachers[].reasoning: keep): "
+        "both = the reasoning, a blank line, then the answer text; content = the answer text only; reasoning = the "
+        "trace only. Records without a trace always use their text.",
+    )
 
 
 # --------------------------------------------------------------------------- train

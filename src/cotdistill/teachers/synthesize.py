@@ -26,7 +26,7 @@ from typing import Any
 
 from cotdistill import __version__
 from cotdistill.errors import CotdistillError
-from cotdistill.teachers.backends.base import GenRequest, GenResult, make_backend
+from cotdistill.teachers.backends import GenRequest, GenResult, make_backend
 from cotdistill.teachers.perspectives import STANDARD, STANDARD_PERSPECTIVE, Perspective, resolve_perspectives
 from cotdistill.teachers.prompts import build_messages
 from cotdistill.teachers.store import RationaleStore, StoreWriter, record_key
@@ -45,6 +45,7 @@ class PlannedItem:
     request: GenRequest
     record: dict[str, Any]
     example: Any
+    reasoning: str = "keep"  # teachers[].reasoning: what happens to a separate chain of thought
 
 
 def utc_now() -> str:
@@ -117,6 +118,8 @@ def plan(config: Any, questions: list[Any] | None = None) -> list[PlannedItem]:
     items: list[PlannedItem] = []
     for ti, t in enumerate(config.teachers):
         gen_params = {"temperature": t.temperature, "top_p": t.top_p, "max_new_tokens": t.max_new_tokens}
+        if t.extra_body:  # sent with every request, so part of the key; absent when empty (keys stay as before)
+            gen_params["extra_body"] = t.extra_body
         for p in _teacher_perspectives(config, ti, perspectives):
             for ex in questions:
                 messages = build_messages(
@@ -142,7 +145,7 @@ def plan(config: Any, questions: list[Any] | None = None) -> list[PlannedItem]:
                         "prompt": messages, "prompt_version": syn.prompt_version, "prompt_hash": prompt_hash,
                         "gen_params": {**gen_params, "seed": t.seed, "request_seed": req.seed},
                     }
-                    items.append(PlannedItem(t.name, req, record, ex))
+                    items.append(PlannedItem(t.name, req, record, ex, t.reasoning))
     return items
 
 
@@ -157,17 +160,28 @@ def _score(text: str, ex: Any) -> tuple[str | None, bool | None, str | None]:
 
 
 def finish_record(item: PlannedItem, res: GenResult, provenance: dict[str, Any]) -> dict[str, Any]:
-    """The stored record for a finished request: raw text apart from parsing, plus provenance."""
+    """The stored record for a finished request: raw text apart from parsing, plus provenance.
+
+    A chain of thought (the server's separate field, or ``<think>`` blocks in the text) is split from the answer
+    text and, by the teacher's ``reasoning`` mode, stored in ``reasoning`` (keep), dropped, or merged back in
+    front of the answer text (merge). ``raw_response`` is what the answer is parsed from.
+    """
     from cotdistill.data.answers import EXTRACTOR_VERSION
+    from cotdistill.utils.openai_client import merge_reasoning, split_reasoning
 
     rec = dict(item.record)
+    text, reasoning = split_reasoning(res.text, res.reasoning) if res.ok else (res.text, None)
+    if item.reasoning == "merge" and reasoning:
+        text, reasoning = merge_reasoning(text, reasoning), None
+    if reasoning and item.reasoning == "keep":
+        rec["reasoning"] = reasoning
     rec.update(
-        raw_response=res.text, usage=res.usage, finish_reason=res.finish_reason, attempts=res.attempts,
+        raw_response=text, usage=res.usage, finish_reason=res.finish_reason, attempts=res.attempts,
         latency_s=round(res.latency_s, 3), created_at=utc_now(), cotdistill_version=__version__,
         provenance=provenance,
     )
     if res.ok:
-        pred, correct, perr = _score(res.text or "", item.example)
+        pred, correct, perr = _score(text or "", item.example)
         rec.update(parsed_answer=pred, correct=correct, extractor_version=EXTRACTOR_VERSION, parse_error=perr,
                    status="ok", error=None)
     else:
