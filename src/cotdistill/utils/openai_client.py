@@ -12,7 +12,9 @@ does not do, and cotdistill needs, is added here:
   way); other 4xx fail the request at once.
 * **Bounded, lazy concurrency over replicas.** ``max_concurrency`` requests in flight per endpoint; requests are
   taken from the caller's iterable only when a slot frees (flat memory), and each attempt goes to the endpoint
-  with the fewest requests in flight (``base_urls``: several vLLM servers of one model), ties in turn.
+  with the fewest requests in flight (``base_urls``: several vLLM servers of one model), ties in turn. An endpoint
+  whose last attempt failed (connection error, timeout, 5xx) rests for a while (1, 2, 4 … 30 s) unless every
+  endpoint rests, so a dead replica does not eat the retries.
 * **Reasoning traces.** A reasoning parser's ``reasoning_content`` (vLLM, SGLang, llama.cpp, DeepSeek) or
   ``reasoning`` field, and ``<think>…</think>`` blocks left in ``content``, come back apart from the answer text
   (:func:`split_reasoning`).
@@ -162,6 +164,8 @@ class _Endpoint:
     def __init__(self, url: str):
         self.url = url
         self.in_flight = 0
+        self.failures = 0  # consecutive failed attempts
+        self.rest_until = 0.0  # monotonic time before which a failing endpoint is passed over
         self.client: Any = None  # the AsyncOpenAI client, built in the event loop's thread
 
 
@@ -271,11 +275,20 @@ class ChatClient:
     # ------------------------------------------------------------------ one request
 
     def _pick(self) -> _Endpoint:
-        """The endpoint with the fewest requests in flight; ties are taken in turn."""
+        """The endpoint with the fewest requests in flight among those not resting; ties are taken in turn."""
         n = len(self.endpoints)
         self._turn = (self._turn + 1) % n
         order = self.endpoints[self._turn:] + self.endpoints[: self._turn]
-        return min(order, key=lambda e: e.in_flight)
+        now = time.monotonic()
+        return min(order, key=lambda e: (e.rest_until > now, e.in_flight))
+
+    @staticmethod
+    def _health(ep: _Endpoint, failed: bool) -> None:
+        if failed:
+            ep.failures += 1
+            ep.rest_until = time.monotonic() + min(30.0, 2.0 ** (ep.failures - 1))
+        else:
+            ep.failures, ep.rest_until = 0, 0.0
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
         """Seconds before retry ``attempt + 1``: the server's ``Retry-After`` (capped) if it sent one, else
@@ -310,6 +323,8 @@ class ChatClient:
             raise _Failed(f"HTTP {code}: {text!r}") from None
         except (json.JSONDecodeError, UnicodeDecodeError, openai.APIResponseValidationError) as e:
             raise _Retryable(f"malformed JSON reply: {str(e)[:120]!r}") from None
+        except openai.OpenAIError as e:  # any other SDK failure: visible, and retried like a transport error
+            raise _Retryable(f"{type(e).__name__}: {str(e)[:160]}") from None
         choices = getattr(completion, "choices", None)
         message = getattr(choices[0], "message", None) if isinstance(choices, list) and choices else None
         if message is None:
@@ -341,7 +356,9 @@ class ChatClient:
             ep.in_flight += 1
             try:
                 reply = await self._attempt(ep, req)
+                self._health(ep, failed=False)
             except _Retryable as e:
+                self._health(ep, failed=True)
                 errors.append(str(e))
                 log.debug("%s at %s: attempt %d: %s", self.who, ep.url, attempt + 1, e)
                 retry_after = e.retry_after

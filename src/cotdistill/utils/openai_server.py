@@ -25,6 +25,8 @@ not consume one); once exhausted every request is ``ok``:
 ``timeout`` sleeps ``timeout_sleep_s`` before answering (set it past the client's timeout)
 ``garbage`` HTTP 200 with a body that is not JSON
 ``empty``   HTTP 200, valid JSON with an empty ``choices`` list
+``400``     HTTP 400 (a request the server refuses; not worth retrying)
+``401``     HTTP 401 (the API key was refused)
 ==========  ==================================================================================
 
 Reasoning: a responder's ``reasoning`` is returned as ``message.reasoning_content``, as vLLM, SGLang and llama.cpp
@@ -47,7 +49,7 @@ from concurrent.futures import Future
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-FAULTS = ("ok", "429", "500", "503", "timeout", "garbage", "empty")
+FAULTS = ("ok", "429", "500", "503", "timeout", "garbage", "empty", "400", "401")
 
 
 class LocalModelResponder:
@@ -216,6 +218,12 @@ def _make_handler(state: dict) -> type[BaseHTTPRequestHandler]:
                 ra = state["retry_after"]
                 self._error(429, "rate limited (injected)", "rate_limit_error",
                             {"Retry-After": str(max(0, round(ra))), "retry-after-ms": str(int(ra * 1000))})
+                return
+            if fault == "400":
+                self._error(400, "bad request (injected)", "invalid_request_error")
+                return
+            if fault == "401":
+                self._error(401, "invalid API key (injected)", "authentication_error")
                 return
             if fault in ("500", "503"):
                 self._error(int(fault), f"server error {fault} (injected)", "server_error")
