@@ -13,6 +13,7 @@ The batch bounds default to :data:`FLUSH_EVERY` / :data:`FLUSH_INTERVAL_S`; the 
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import random
@@ -31,6 +32,8 @@ from cotdistill.teachers.perspectives import STANDARD, STANDARD_PERSPECTIVE, Per
 from cotdistill.teachers.prompts import build_messages
 from cotdistill.teachers.store import RationaleStore, StoreWriter, record_key
 from cotdistill.utils.io import atomic_write_json, atomic_write_text, stable_hash
+
+log = logging.getLogger(__name__)
 
 STORE_SUBDIR = "rationales"
 FLUSH_EVERY = 64  # results per group commit (write + fsync) of the store
@@ -354,10 +357,9 @@ def synthesize(
         if flush_error is not None:
             raise flush_error
         if progress:
-            print(
-                f"synthesize: {summary['done']} done, {summary['failed']} failed, {summary['remaining']} remaining "
-                f"of {summary['planned']} planned ({summary['already_done']} already in the store) "
-                f"in {summary['elapsed_s']:.1f}s -> {store.path}",
-                file=sys.stderr,
+            log.info(
+                "synthesize: %d done, %d failed, %d remaining of %d planned (%d already in the store) in %.1fs -> %s",
+                summary["done"], summary["failed"], summary["remaining"], summary["planned"], summary["already_done"],
+                summary["elapsed_s"], store.path,
             )
     return summary

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import re
@@ -26,6 +27,8 @@ from cotdistill.config import Config, StdCotConfig
 from cotdistill.errors import CotdistillError
 from cotdistill.train.run import PROVENANCE_NAME
 from cotdistill.utils.io import append_jsonl, atomic_write_json
+
+log = logging.getLogger(__name__)
 
 
 def _unit_of(path: dict, unit: str) -> str:
@@ -84,7 +87,7 @@ def train_mode(config: Config, dataset_dir: str | os.PathLike, run_dir: str | os
     run_dir = Path(run_dir)
     student_dir = run_dir / "student"
     if (student_dir / PROVENANCE_NAME).is_file():
-        print(f"{student_dir}: MoDE composition already finished; nothing to do")
+        log.info("%s: MoDE composition already finished; nothing to do", student_dir)
         return student_dir
     mcfg = config.mode
     rows = [dict(r) for r in load_path_dataset(dataset_dir)["train"]]
@@ -96,7 +99,7 @@ def train_mode(config: Config, dataset_dir: str | os.PathLike, run_dir: str | os
     experts: dict[str, Path] = {}
     for i, unit in enumerate(units, 1):
         edir = run_dir / "experts" / _safe(unit)
-        print(f"[mode] expert {i}/{len(units)}: {mcfg.expert_unit}={unit}")
+        log.info("[mode] expert %d/%d: %s=%s", i, len(units), mcfg.expert_unit, unit)
         ds = _expert_dataset(expert_rows, mcfg.expert_unit, unit, edir / "dataset")
         experts[unit] = train(ecfg, ds, edir)
     dev_rows = [r for r in rows if r["question_id"] in dev_ids]
@@ -177,6 +180,6 @@ def compose_experts(config: Config, experts: dict[str, Path], dev_rows: list[dic
     }
     atomic_write_json(tmp / PROVENANCE_NAME, info)
     os.replace(tmp, student_dir)
-    print(f"[mode] composed {len(names)} experts, dev CE {final_loss:.4f}; weights "
-          + ", ".join(f"{n}={x:+.2f}" for n, x in zip(names, w)))
+    log.info("[mode] composed %d experts, dev CE %.4f; weights %s", len(names), final_loss,
+             ", ".join(f"{n}={x:+.2f}" for n, x in zip(names, w)))
     return student_dir
