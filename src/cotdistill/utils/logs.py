@@ -24,6 +24,19 @@ class _RankZeroInfo(logging.Filter):
         return record.levelno >= logging.WARNING or dist.rank() == 0
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted (test runners and typer's CliRunner swap it;
+    a handler holding the old stream would write to a closed file)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def setup_logging(level: str = "info", verbose: int = 0) -> None:
     """Configure logging for a CLI run.
 
@@ -35,7 +48,7 @@ def setup_logging(level: str = "info", verbose: int = 0) -> None:
         raise ValueError(f"--log-level: {level!r}: expected one of {', '.join(LEVELS)}")
     ours = logging.DEBUG if verbose else getattr(logging, level.upper())
     libs = {0: "warning", 1: "info"}.get(verbose, "debug")
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     handler.addFilter(_RankZeroInfo())
     root = logging.getLogger()
