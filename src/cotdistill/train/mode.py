@@ -25,7 +25,7 @@ from typing import Any
 
 from cotdistill.config import Config, StdCotConfig
 from cotdistill.errors import CotdistillError
-from cotdistill.train.run import PROVENANCE_NAME
+from cotdistill.train.run import PROVENANCE_NAME, name_hub_base
 from cotdistill.utils.io import append_jsonl, atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -162,6 +162,7 @@ def compose_experts(config: Config, experts: dict[str, Path], dev_rows: list[dic
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(str(tmp))
     tok.save_pretrained(str(tmp))
+    name_hub_base(tmp, config.effective_train("mode").model)
     import cotdistill
 
     info: dict[str, Any] = {

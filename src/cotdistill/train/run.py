@@ -327,19 +327,12 @@ def _save_student(trainer, tok, config: Config, run_dir: Path, dataset_dir, mode
     import cotdistill
     from cotdistill.methods.registry import student_user_prefix
 
-    from cotdistill.models import hub_model_id
-
     student_dir = run_dir / "student"
     tmp = run_dir / ".student.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     model = trainer.accelerator.unwrap_model(trainer.model)
     model.save_pretrained(tmp)
-    base_hub_id = hub_model_id(config.effective_train().model)
-    adapter_cfg = tmp / "adapter_config.json"
-    if base_hub_id is not None and adapter_cfg.is_file():
-        # the adapter names its Hub base, not the local GGUF conversion (a cache); set after saving, so PEFT checks
-        # the embeddings against the local base instead of looking the Hub id up online
-        atomic_write_json(adapter_cfg, json.loads(adapter_cfg.read_text()) | {"base_model_name_or_path": base_hub_id})
+    base_hub_id = name_hub_base(tmp, config.effective_train().model)
     tok.save_pretrained(tmp)
     card = _data_card(dataset_dir)
     tc = config.effective_train()
@@ -367,6 +360,21 @@ def _save_student(trainer, tok, config: Config, run_dir: Path, dataset_dir, mode
     atomic_write_text(tmp / "README.md", _model_card(config, model_prov, card, prov))
     os.replace(tmp, student_dir)
     log.info("student saved to %s", student_dir)
+
+
+def name_hub_base(folder: Path, base_spec: str) -> str | None:
+    """Make a saved adapter in ``folder`` name the Hub id of its base (``base_model_name_or_path``) instead of the
+    local GGUF conversion (a cache), when ``base_spec`` has one; return that id (None: left as saved).
+
+    Done after ``save_pretrained``, so PEFT checks the embeddings against the local base, never looking online.
+    """
+    from cotdistill.models import hub_model_id
+
+    base_hub_id = hub_model_id(base_spec)
+    adapter_cfg = Path(folder) / "adapter_config.json"
+    if base_hub_id is not None and adapter_cfg.is_file():
+        atomic_write_json(adapter_cfg, json.loads(adapter_cfg.read_text()) | {"base_model_name_or_path": base_hub_id})
+    return base_hub_id
 
 
 def _data_card(dataset_dir) -> dict:
