@@ -24,7 +24,9 @@ quickstart: setup
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider
 
+# the slow suite also runs against llama-cpp-python's OpenAI-compatible server (compiled from source: minutes)
 test-slow: setup
+	$(PY) -c "import llama_cpp.server" 2>/dev/null || $(PY) -m pip install -q "llama-cpp-python[server]>=0.3,<0.4"
 	$(PY) -m pytest -q -m slow
 
 clean-venv:

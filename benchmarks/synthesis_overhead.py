@@ -93,7 +93,7 @@ def worker(name: str, spec: dict, out: str) -> None:
 
         import cotdistill.data.answers  # noqa: F401 - imported lazily by synthesize
         import cotdistill.data.registry  # noqa: F401
-        import cotdistill.teachers.backends.openai_compat  # noqa: F401
+        import cotdistill.teachers.backends.openai_backend  # noqa: F401 - with the openai SDK it wraps
         from cotdistill.teachers.synthesize import synthesize
 
         res["imports_s"] = round(time.perf_counter() - t_imp, 3)

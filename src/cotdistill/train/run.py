@@ -128,7 +128,7 @@ def train(
     ``callbacks`` are extra :class:`transformers.TrainerCallback` objects (progress hooks, tests).
     """
     import torch
-    from transformers import TrainingArguments, set_seed
+    from transformers import set_seed
 
     from cotdistill.curate import load_path_dataset
     from cotdistill.methods.registry import get_method
@@ -138,7 +138,7 @@ def train(
     run_dir = Path(run_dir)
     student_dir = run_dir / "student"
     if (student_dir / PROVENANCE_NAME).is_file():
-        print(f"{student_dir}: training already finished; nothing to do (remove it to retrain)")
+        log.info("%s: training already finished; nothing to do (remove it to retrain)", student_dir)
         return student_dir
     if student_dir.exists() and any(student_dir.iterdir()):
         raise CotdistillError(f"{student_dir}: student: exists without {PROVENANCE_NAME}; not overwriting it")
@@ -194,41 +194,9 @@ def train(
     if _is_main_process() and not (run_dir / "config.yaml").exists():
         atomic_write_text(run_dir / "config.yaml", dump_config(config))
     bf16 = _bf16_enabled(tc.bf16)
-    report_to = [r for r in tc.report_to if r != "none"]
-    if "tensorboard" in report_to:
+    if "tensorboard" in tc.report_to:
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "logs")
-    args = TrainingArguments(
-        output_dir=str(run_dir / "checkpoints"),
-        per_device_train_batch_size=tc.questions_per_step,
-        per_device_eval_batch_size=1,
-        gradient_accumulation_steps=tc.grad_accum,
-        learning_rate=tc.lr,
-        weight_decay=tc.weight_decay,
-        lr_scheduler_type=tc.scheduler,
-        warmup_steps=tc.warmup_ratio,
-        optim="adamw_torch",
-        num_train_epochs=tc.epochs,
-        max_steps=tc.max_steps,
-        max_grad_norm=tc.max_grad_norm,
-        bf16=bf16,
-        gradient_checkpointing=tc.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if tc.gradient_checkpointing else None,
-        seed=tc.seed,
-        data_seed=tc.seed,
-        logging_steps=tc.logging_steps,
-        save_strategy="steps",
-        save_steps=tc.save_steps,
-        save_total_limit=tc.save_total_limit,
-        report_to=report_to or "none",
-        remove_unused_columns=False,
-        prediction_loss_only=True,
-        eval_strategy="epoch" if dev_ds is not None else "no",
-        train_sampling_strategy="group_by_length" if tc.questions_per_step > 1 else "random",
-        dataloader_num_workers=0,
-        use_cpu=_cpu_only(),
-        ddp_find_unused_parameters=False,
-        disable_tqdm=False,
-    )
+    args = training_arguments(config, run_dir, dev=dev_ds is not None, bf16=bf16)
     trainer = DistillTrainer(
         model=model,
         args=args,
@@ -251,7 +219,7 @@ def train(
     ckpt = last_complete_checkpoint(run_dir / "checkpoints") if resume else None
     if ckpt is not None:
         step = json.loads((Path(ckpt) / "trainer_state.json").read_text())["global_step"]
-        print(f"resuming from {ckpt} (step {step})")
+        log.info("resuming from %s (step %d)", ckpt, step)
         if trainer.is_world_process_zero():
             truncate_dynamics(run_dir / "dynamics.jsonl", step)
     elif trainer.is_world_process_zero() and (run_dir / "dynamics.jsonl").exists():
@@ -263,8 +231,96 @@ def train(
     if trainer.is_world_process_zero():
         _save_student(trainer, tok, config, run_dir, dataset_dir, model_prov, result, elapsed, bf16,
                       role_counts(train_ds))
+        if tc.push_to_hub:
+            from cotdistill.utils.hub import push_folder
+
+            push_folder(student_dir, tc.hub_model_id or config.run.name, repo_type="model", private=tc.hub_private,
+                        where="config: train.hub_model_id")
     trainer.accelerator.wait_for_everyone()
     return student_dir
+
+
+#: TrainingArguments that cotdistill's trainer depends on: never taken from train.trainer_args
+_FIXED_TRAINER_ARGS = ("output_dir", "remove_unused_columns", "prediction_loss_only")
+#: TrainingArguments set from train.* keys: train.trainer_args may not set them (one place per setting)
+_TRAINER_ARGS_FROM_TRAIN = {
+    "per_device_train_batch_size": "questions_per_step", "gradient_accumulation_steps": "grad_accum",
+    "learning_rate": "lr", "weight_decay": "weight_decay", "lr_scheduler_type": "scheduler",
+    "warmup_ratio": "warmup_ratio", "num_train_epochs": "epochs", "max_steps": "max_steps",
+    "max_grad_norm": "max_grad_norm", "bf16": "bf16", "gradient_checkpointing": "gradient_checkpointing",
+    "seed": "seed", "logging_steps": "logging_steps", "save_steps": "save_steps",
+    "save_total_limit": "save_total_limit", "report_to": "report_to",
+}
+
+
+def training_arguments(config: Config, run_dir: str | os.PathLike, *, dev: bool = False, bf16: bool | None = None,
+                       where: str = "config"):
+    """The ``transformers.TrainingArguments`` of a run: ``train.*`` keys, then ``train.trainer_args`` on top.
+
+    ``cotdistill validate`` builds it too, so an argument TrainingArguments rejects is a one-line config error
+    (``where: train.trainer_args.KEY: ...``) before any model is loaded. ``dev``: evaluate the dev split each epoch.
+    """
+    from transformers import TrainingArguments
+
+    tc = config.effective_train()
+    extra = dict(tc.trainer_args)
+    for key in extra:
+        if key in _FIXED_TRAINER_ARGS:
+            raise CotdistillError(f"{where}: train.trainer_args.{key}: set by cotdistill itself; remove it")
+        if key in _TRAINER_ARGS_FROM_TRAIN or key == "warmup_steps" and tc.warmup_ratio:
+            name = _TRAINER_ARGS_FROM_TRAIN.get(key, "warmup_ratio")
+            raise CotdistillError(f"{where}: train.trainer_args.{key}: set train.{name} instead (one place per setting)")
+    report_to = [r for r in tc.report_to if r != "none"]
+    base: dict[str, Any] = dict(
+        output_dir=str(Path(run_dir) / "checkpoints"),
+        run_name=config.run.name,  # names the W&B / Trackio / MLflow run
+        per_device_train_batch_size=tc.questions_per_step,
+        per_device_eval_batch_size=1,
+        gradient_accumulation_steps=tc.grad_accum,
+        learning_rate=tc.lr,
+        weight_decay=tc.weight_decay,
+        lr_scheduler_type=tc.scheduler,
+        # transformers 5: warmup_ratio is gone and a warmup_steps value below 1 is that fraction of the total steps
+        # (pyproject requires transformers>=5; on 4.x this would have meant 0 steps)
+        warmup_steps=tc.warmup_ratio,
+        optim="adamw_torch",
+        num_train_epochs=tc.epochs,
+        max_steps=tc.max_steps,
+        max_grad_norm=tc.max_grad_norm,
+        bf16=_bf16_enabled(tc.bf16) if bf16 is None else bf16,
+        gradient_checkpointing=tc.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if tc.gradient_checkpointing else None,
+        seed=tc.seed,
+        data_seed=tc.seed,
+        logging_steps=tc.logging_steps,
+        save_strategy="steps",
+        save_steps=tc.save_steps,
+        save_total_limit=tc.save_total_limit,
+        report_to=report_to or "none",
+        remove_unused_columns=False,
+        prediction_loss_only=True,
+        eval_strategy="epoch" if dev else "no",
+        train_sampling_strategy="group_by_length" if tc.questions_per_step > 1 else "random",
+        dataloader_num_workers=0,
+        use_cpu=_cpu_only(),
+        ddp_find_unused_parameters=False,
+        disable_tqdm=False,
+    )
+    try:
+        return TrainingArguments(**(base | extra))
+    except TypeError as e:  # an argument TrainingArguments does not have
+        import re
+
+        import transformers
+
+        m = re.search(r"unexpected keyword argument '([^']+)'", str(e))
+        key = m.group(1) if m else "?"
+        raise CotdistillError(f"{where}: train.trainer_args.{key}: not a TrainingArguments argument "
+                              f"(transformers {transformers.__version__})") from None
+    except (ValueError, ImportError) as e:  # a value TrainingArguments refuses (or a missing integration)
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        keys = ", ".join(sorted(extra)) or "-"
+        raise CotdistillError(f"{where}: train.trainer_args ({keys}): TrainingArguments refused it: {first}") from None
 
 
 def _save_student(trainer, tok, config: Config, run_dir: Path, dataset_dir, model_prov: dict, result,
@@ -278,6 +334,7 @@ def _save_student(trainer, tok, config: Config, run_dir: Path, dataset_dir, mode
     shutil.rmtree(tmp, ignore_errors=True)
     model = trainer.accelerator.unwrap_model(trainer.model)
     model.save_pretrained(tmp)
+    base_hub_id = name_hub_base(tmp, config.effective_train().model)
     tok.save_pretrained(tmp)
     card = _data_card(dataset_dir)
     tc = config.effective_train()
@@ -285,6 +342,7 @@ def _save_student(trainer, tok, config: Config, run_dir: Path, dataset_dir, mode
         "method": config.method,
         "finetune": tc.finetune,
         "base_model": model_prov,
+        "base_model_hub_id": base_hub_id,
         "dataset_dir": str(dataset_dir),
         "data_card": card,
         "paths_trained": paths_trained,  # role -> paths the method trained on (its role selection)
@@ -294,6 +352,7 @@ def _save_student(trainer, tok, config: Config, run_dir: Path, dataset_dir, mode
         "train_seconds": round(elapsed, 1),
         "seed": tc.seed,
         "eval_user_prefix": student_user_prefix(config),  # `cotdistill eval` applies it to this student
+        "eval_instruction": config.data.student_instruction,  # ... and this instruction ("" = none)
         "bf16": bf16,
         "world_size": trainer.args.world_size,
         "cotdistill_version": getattr(cotdistill, "__version__", "unknown"),
@@ -303,7 +362,22 @@ def _save_student(trainer, tok, config: Config, run_dir: Path, dataset_dir, mode
     atomic_write_json(tmp / PROVENANCE_NAME, prov)
     atomic_write_text(tmp / "README.md", _model_card(config, model_prov, card, prov))
     os.replace(tmp, student_dir)
-    print(f"student saved to {student_dir}")
+    log.info("student saved to %s", student_dir)
+
+
+def name_hub_base(folder: Path, base_spec: str) -> str | None:
+    """Make a saved adapter in ``folder`` name the Hub id of its base (``base_model_name_or_path``) instead of the
+    local GGUF conversion (a cache), when ``base_spec`` has one; return that id (None: left as saved).
+
+    Done after ``save_pretrained``, so PEFT checks the embeddings against the local base, never looking online.
+    """
+    from cotdistill.models import hub_model_id
+
+    base_hub_id = hub_model_id(base_spec)
+    adapter_cfg = Path(folder) / "adapter_config.json"
+    if base_hub_id is not None and adapter_cfg.is_file():
+        atomic_write_json(adapter_cfg, json.loads(adapter_cfg.read_text()) | {"base_model_name_or_path": base_hub_id})
+    return base_hub_id
 
 
 def _data_card(dataset_dir) -> dict:
@@ -317,17 +391,30 @@ def _data_card(dataset_dir) -> dict:
 def _model_card(config: Config, model_prov: dict, card: dict, prov: dict) -> str:
     tc = config.effective_train()
     summary = {k: v for k, v in card.items() if k == "splits" or not isinstance(v, (dict, list))} if card else {}
+    import yaml
+
+    meta: dict[str, Any] = {"library_name": "peft" if tc.finetune == "lora" else "transformers"}
+    if prov.get("base_model_hub_id"):  # the Hub only accepts repo ids here (no local paths or aliases)
+        meta["base_model"] = prov["base_model_hub_id"]
+    meta |= {"pipeline_tag": "text-generation",
+             "tags": ["cotdistill", "chain-of-thought", "distillation", config.method]
+             + (["lora", "peft"] if tc.finetune == "lora" else [])}
     lines = [
         "---",
-        "library_name: " + ("peft" if tc.finetune == "lora" else "transformers"),
-        f"base_model: {model_prov.get('model', tc.model)}",
-        "tags: [cotdistill, chain-of-thought, distillation, " + config.method + "]",
+        yaml.safe_dump(meta, sort_keys=False).rstrip(),
         "---",
         "",
         f"# {config.run.name}: {config.method} student",
         "",
         f"Distilled with **cotdistill** method `{config.method}` ({tc.finetune} fine-tuning) from the base "
-        f"model `{model_prov.get('model', tc.model)}` (weights sha `{model_prov.get('model_sha')}`).",
+        f"model `{prov.get('base_model_hub_id') or model_prov.get('model', tc.model)}` (weights sha "
+        f"`{model_prov.get('model_sha')}`).",
+        "",
+        "## Use",
+        "",
+        "```python",
+        *(_usage_snippet(prov.get("base_model_hub_id"), tc.finetune)),
+        "```",
         "",
         "## Training",
         "",
@@ -351,3 +438,15 @@ def _model_card(config: Config, model_prov: dict, card: dict, prov: dict) -> str
         "",
     ]
     return "\n".join(lines)
+
+
+def _usage_snippet(base_hub_id: str | None, finetune: str) -> list[str]:
+    """Lines of Python that load the student from the Hub (``REPO`` = where it was pushed)."""
+    if finetune != "lora":
+        return ["from transformers import AutoModelForCausalLM, AutoTokenizer", "",
+                'model = AutoModelForCausalLM.from_pretrained("REPO")', 'tokenizer = AutoTokenizer.from_pretrained("REPO")']
+    base = base_hub_id or "BASE_MODEL"
+    return ["from peft import PeftModel", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
+            f'base = AutoModelForCausalLM.from_pretrained("{base}")',
+            'model = PeftModel.from_pretrained(base, "REPO")  # or a local student/ folder',
+            'tokenizer = AutoTokenizer.from_pretrained("REPO")']

@@ -9,7 +9,7 @@ Endpoints: ``GET /v1/models``, ``POST /v1/chat/completions``, ``POST /v1/complet
 
 * a model spec (HF id | folder | .gguf | alias): served with transformers ``generate``; concurrent
   requests with the same generation settings are batched together (left padding); or
-* a callable ``(messages, params) -> str`` (or a dict ``{"text", "finish_reason", "prompt_tokens",
+* a callable ``(messages, params) -> str`` (or a dict ``{"text", "reasoning", "finish_reason", "prompt_tokens",
   "completion_tokens"}``), where ``messages`` is the chat list and ``params`` the request body
   (``max_tokens``, ``temperature``, ``top_p``, ``seed``, ``n``, ``model``, ...). For ``/v1/completions``
   ``messages`` is one user turn holding the prompt and ``params["raw_prompt"]`` is true.
@@ -25,7 +25,14 @@ not consume one); once exhausted every request is ``ok``:
 ``timeout`` sleeps ``timeout_sleep_s`` before answering (set it past the client's timeout)
 ``garbage`` HTTP 200 with a body that is not JSON
 ``empty``   HTTP 200, valid JSON with an empty ``choices`` list
+``400``     HTTP 400 (a request the server refuses; not worth retrying)
+``401``     HTTP 401 (the API key was refused)
 ==========  ==================================================================================
+
+Reasoning: a responder's ``reasoning`` is returned as ``message.reasoning_content``, as vLLM, SGLang and llama.cpp
+do with a reasoning parser. With ``reasoning_parser=True`` the server acts as such a parser itself: a leading
+``<think>…</think>`` block of the generated text moves from ``content`` to ``reasoning_content`` (and a reply that
+is all thinking has ``content: null``).
 
 Only bind 127.0.0.1 in tests (the default).
 """
@@ -42,7 +49,7 @@ from concurrent.futures import Future
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-FAULTS = ("ok", "429", "500", "503", "timeout", "garbage", "empty")
+FAULTS = ("ok", "429", "500", "503", "timeout", "garbage", "empty", "400", "401")
 
 
 class LocalModelResponder:
@@ -212,6 +219,12 @@ def _make_handler(state: dict) -> type[BaseHTTPRequestHandler]:
                 self._error(429, "rate limited (injected)", "rate_limit_error",
                             {"Retry-After": str(max(0, round(ra))), "retry-after-ms": str(int(ra * 1000))})
                 return
+            if fault == "400":
+                self._error(400, "bad request (injected)", "invalid_request_error")
+                return
+            if fault == "401":
+                self._error(401, "invalid API key (injected)", "authentication_error")
+                return
             if fault in ("500", "503"):
                 self._error(int(fault), f"server error {fault} (injected)", "server_error")
                 return
@@ -246,13 +259,22 @@ def _make_handler(state: dict) -> type[BaseHTTPRequestHandler]:
                         res = state["responder"](messages, params)
                         if not isinstance(res, dict):
                             res = {"text": str(res)}
-                        text = res.get("text", "")
+                        text, reasoning = res.get("text", ""), res.get("reasoning")
+                        if state["reasoning_parser"] and chat:
+                            from cotdistill.utils.openai_client import split_reasoning
+
+                            text, parsed = split_reasoning(text)
+                            reasoning = "\n\n".join(x for x in (reasoning, parsed) if x) or None
                         usage["prompt_tokens"] = int(res.get("prompt_tokens") or
                                                      sum(len(str(m.get("content", "")).split()) for m in messages))
-                        usage["completion_tokens"] += int(res.get("completion_tokens") or len(text.split()))
+                        n_words = len(f"{reasoning or ''} {text}".split())
+                        usage["completion_tokens"] += int(res.get("completion_tokens") or n_words)
                         finish = res.get("finish_reason", "stop")
-                        choices.append({"index": i, "message": {"role": "assistant", "content": text},
-                                        "finish_reason": finish} if chat else
+                        message: dict[str, Any] = {"role": "assistant", "content": text}
+                        if reasoning is not None:
+                            message["reasoning_content"] = reasoning
+                            message["content"] = text or None  # parsers send null when nothing follows the trace
+                        choices.append({"index": i, "message": message, "finish_reason": finish} if chat else
                                        {"index": i, "text": text, "finish_reason": finish, "logprobs": None})
                 except Exception as e:
                     self._error(500, f"responder failed: {type(e).__name__}: {e}", "server_error")
@@ -279,6 +301,7 @@ def start_server(
     adapter: str | None = None,
     dtype: str = "auto",
     batch_size: int = 8,
+    reasoning_parser: bool = False,
 ) -> ServerHandle:
     """Start an OpenAI-compatible server in a background thread; returns its handle (``.url``, ``.stop()``).
 
@@ -290,6 +313,7 @@ def start_server(
         timeout_sleep_s: how long the ``timeout`` fault stalls (stop() wakes it).
         model_name: id listed by ``/v1/models`` (default: the spec, or ``"local"`` for callables).
         adapter, dtype, batch_size: for model-spec responders (LoRA adapter, dtype, max batch).
+        reasoning_parser: split a leading ``<think>`` block into ``reasoning_content`` (module docstring).
     """
     owned = isinstance(responder, str)
     if owned:
@@ -306,6 +330,7 @@ def start_server(
         "faults": iter(str(f) for f in (faults if faults is not None else ())),
         "lock": threading.Lock(), "log": [], "stop": threading.Event(),
         "retry_after": float(retry_after), "timeout_sleep_s": float(timeout_sleep_s),
+        "reasoning_parser": bool(reasoning_parser),
     }
     server = ThreadingHTTPServer((host, port), _make_handler(state))
     server.daemon_threads = True

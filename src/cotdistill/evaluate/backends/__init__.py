@@ -17,11 +17,11 @@ def make_eval_backend(name: str, model: str, *, adapter: str | None = None, dtyp
 
         return HFBackend(model, adapter=adapter, dtype=dtype, batch_size=batch_size, **kwargs)
     if name == "openai":
-        from cotdistill.evaluate.backends.openai_compat import OpenAIBackend
+        from cotdistill.evaluate.backends.openai_backend import OpenAIEvalBackend
 
         if adapter:
             raise CotdistillError("adapter: the openai backend cannot apply an adapter; serve the adapted model instead")
-        return OpenAIBackend(model, base_url=base_url, api_key_env=api_key_env, max_concurrency=batch_size, **kwargs)
+        return OpenAIEvalBackend(model, base_url=base_url, api_key_env=api_key_env, max_concurrency=batch_size, **kwargs)
     if name == "vllm":
         from cotdistill.evaluate.backends.vllm import VLLMEvalBackend
 

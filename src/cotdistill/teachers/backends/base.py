@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from cotdistill.errors import CotdistillError
 
 
 @dataclass
@@ -31,10 +30,15 @@ class GenRequest:
 
 @dataclass
 class GenResult:
-    """The outcome of one request: ``text`` on success, ``error`` (one line) on failure."""
+    """The outcome of one request: ``text`` on success, ``error`` (one line) on failure.
+
+    ``reasoning`` is a chain of thought the server returned apart from ``text`` (a reasoning parser's
+    ``reasoning_content``); ``<think>`` blocks still inside ``text`` are split off when the record is stored.
+    """
 
     key: str
     text: str | None = None
+    reasoning: str | None = None
     error: str | None = None
     usage: dict[str, Any] = field(default_factory=dict)
     finish_reason: str | None = None
@@ -65,20 +69,3 @@ class TeacherBackend(ABC):
 
     def close(self) -> None:
         """Release clients, models or engines."""
-
-
-def make_backend(teacher: Any, *, where: str = "config") -> TeacherBackend:
-    """Build the backend for a ``TeacherConfig``. ``where`` names the config entry in error messages."""
-    if teacher.backend == "openai":
-        from cotdistill.teachers.backends.openai_compat import OpenAICompatBackend
-
-        return OpenAICompatBackend.from_config(teacher, where=where)
-    if teacher.backend == "transformers":
-        from cotdistill.teachers.backends.transformers_backend import TransformersBackend
-
-        return TransformersBackend.from_config(teacher, where=where)
-    if teacher.backend == "vllm":
-        from cotdistill.teachers.backends.vllm_backend import VLLMBackend
-
-        return VLLMBackend.from_config(teacher, where=where)
-    raise CotdistillError(f"{where}: backend: unknown backend '{teacher.backend}'")
