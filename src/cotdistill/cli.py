@@ -14,7 +14,24 @@ import typer
 
 from cotdistill.errors import CotdistillError
 
+class _Group(typer.core.TyperGroup):
+    """Every command's OS-level failure (a path that is a file, read-only, a symlink loop) becomes the one-line
+    user error naming the path, instead of a traceback: one place for all commands (see utils/oserrors.py)."""
+
+    def invoke(self, ctx):
+        from cotdistill.utils.oserrors import as_user_error
+
+        try:
+            return super().invoke(ctx)
+        except OSError as e:
+            err = as_user_error(e)
+            if err is None:
+                raise
+            raise err from None
+
+
 app = typer.Typer(
+    cls=_Group,
     name="cotdistill",
     help="Distill chain-of-thought reasoning from teacher LLMs into small students.",
     no_args_is_help=True,
@@ -37,7 +54,10 @@ def validate(config: Annotated[Path, typer.Argument(help="YAML config file.")]) 
     """Validate a config file; print the resolved config's sections."""
     from cotdistill.config import load_config
 
+    from cotdistill.checks import preflight
+
     cfg = load_config(config)
+    preflight(cfg, str(config), echo=typer.echo)
     typer.echo(f"{config}: ok (method={cfg.method}, student={cfg.train.model}, teachers={len(cfg.teachers)})")
 
 
@@ -155,8 +175,12 @@ def compare_cmd(
     from cotdistill.compare import run_compare
     from cotdistill.config import load_config
 
+    from cotdistill.checks import preflight
+
     chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods is not None else None
-    run_compare(load_config(config), dry_run=dry_run, echo=typer.echo, methods=chosen)
+    cfg = load_config(config)
+    preflight(cfg, str(config), echo=typer.echo)
+    run_compare(cfg, dry_run=dry_run, echo=typer.echo, methods=chosen)
 
 
 @app.command("run")
@@ -168,10 +192,13 @@ def run_cmd(
 
     Stages whose output is complete and current are skipped; re-running after a crash resumes.
     """
+    from cotdistill.checks import preflight
     from cotdistill.config import load_config
     from cotdistill.pipeline import run_pipeline
 
-    run_pipeline(load_config(config), dry_run=dry_run, echo=typer.echo)
+    cfg = load_config(config)
+    preflight(cfg, str(config), echo=typer.echo)
+    run_pipeline(cfg, dry_run=dry_run, echo=typer.echo)
 
 
 @app.command("analyze")

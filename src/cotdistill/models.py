@@ -119,6 +119,8 @@ def resolve_model_path(spec: str) -> Path:
             if (p / "adapter_config.json").is_file():
                 raise CotdistillError(f"{p}: model: this is a LoRA adapter folder; pass it as --adapter with its base model")
             raise CotdistillError(f"{p}: model: folder has no config.json (not a Hugging Face model folder)")
+        if not any(f.suffix in _WEIGHT_SUFFIXES for f in p.iterdir() if f.is_file()):
+            raise CotdistillError(f"{p}: model: folder has config.json but no weights (*.safetensors or *.bin)")
         return p
     if _looks_like_path(spec):
         raise CotdistillError(
@@ -286,7 +288,11 @@ def load_tokenizer(path: str | os.PathLike):
     """The tokenizer of a model folder, with a pad token (the eos token if it has none)."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(path)
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+    except Exception as e:  # noqa: BLE001 - missing/corrupt tokenizer files raise many types; one line for all
+        first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+        raise CotdistillError(f"{path}: model: cannot load its tokenizer ({type(e).__name__}: {first[:200]})") from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -373,8 +379,9 @@ def load_model_and_tokenizer(
         kwargs["attn_implementation"] = attn_implementation
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    except (OSError, ValueError) as e:
-        raise CotdistillError(f"{path}: model: cannot load ({str(e).splitlines()[0][:200]})") from None
+    except Exception as e:  # noqa: BLE001 - OSError, ValueError, a truncated file's SafetensorError, ...
+        first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+        raise CotdistillError(f"{path}: model: cannot load ({type(e).__name__}: {first[:200]})") from None
     if adapter_path is not None:
         from peft import PeftModel
 

@@ -186,9 +186,13 @@ def _load_state(run_dir: Path) -> dict[str, Any]:
     if not p.exists():
         return {}
     try:
-        return json.loads(p.read_text())
-    except json.JSONDecodeError:
-        raise CotdistillError(f"{p}: corrupt stage record; remove it to re-check every stage") from None
+        state = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        state = None
+    # {stage: {fingerprint, complete, ...}}: any other shape is damage, never a reason for a traceback
+    if not isinstance(state, dict) or not all(isinstance(v, dict) for v in state.values()):
+        raise CotdistillError(f"{p}: corrupt stage record; remove it to re-check every stage")
+    return state
 
 
 def _status(st: Stage, state: dict[str, Any]) -> str:

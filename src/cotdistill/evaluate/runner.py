@@ -69,6 +69,9 @@ def _check_provenance(path: Path, prov: dict) -> None:
         old = json.loads(path.read_text(encoding="utf-8"))
     except ValueError:
         raise CotdistillError(f"{path}: not valid JSON; move the folder away or choose another --output") from None
+    if not isinstance(old, dict):
+        raise CotdistillError(f"{path}: not a provenance record (a JSON object); move the folder away or choose "
+                              "another --output")
     diff = [k for k in _GEN_FIELDS if old.get(k) != prov.get(k)]
     if diff:
         shown = ", ".join(f"{k}: {old.get(k)!r} -> {prov.get(k)!r}" for k in diff[:4])
@@ -95,6 +98,10 @@ def _existing(jsonl: Path, gen_key: str) -> dict[str, dict]:
     _drop_torn_tail(jsonl)
     done: dict[str, dict] = {}
     for i, rec in enumerate(read_jsonl(jsonl), 1):
+        if not (isinstance(rec.get("id"), (str, int)) and isinstance(rec.get("correct"), bool)
+                and isinstance(rec.get("output"), str)):
+            raise CotdistillError(f"{jsonl}:{i}: not a result line (needs id, output, correct); the file is damaged "
+                                  "or not cotdistill's: choose another --output folder")
         if rec.get("gen_key") != gen_key:
             raise CotdistillError(
                 f"{jsonl}:{i}: gen_key: line was generated with different settings; choose another --output folder"
@@ -126,9 +133,12 @@ def recorded_user_prefix(student: str | os.PathLike) -> str:
     if not prov.is_file():
         return ""
     try:
-        return str(json.loads(prov.read_text(encoding="utf-8")).get("eval_user_prefix") or "")
+        rec = json.loads(prov.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise CotdistillError(f"{prov}: not readable JSON ({e})") from None
+    if not isinstance(rec, dict):
+        raise CotdistillError(f"{prov}: not a training provenance record (a JSON object)")
+    return str(rec.get("eval_user_prefix") or "")
 
 
 def run_eval(
