@@ -206,16 +206,6 @@ def _human(n: float) -> str:
     return f"{n:.1f} PiB"
 
 
-def model_context(model_config) -> int | None:
-    """The model's context length in tokens (``max_position_embeddings`` or its older names), None if unknown."""
-    for attr in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
-        v = getattr(model_config, attr, None)
-        if isinstance(v, int) and v > 0:
-            return v
-    text = getattr(model_config, "text_config", None)
-    return model_context(text) if text is not None else None
-
-
 def lora_target_matches(module_names: list[str], target: str) -> bool:
     """peft's rule for one ``target_modules`` entry: the full module name, or its last dotted parts."""
     if target == "all-linear":
@@ -235,7 +225,7 @@ def estimate_train_bytes(n_params: int, tc, vocab: int, n_paths: int = 8) -> int
 def preflight(cfg, source: str, echo: Callable[[str], None] = print) -> None:
     """Files (:func:`check_files`) and model-dependent checks (module docstring). The student is built on the
     meta device: no weights are read."""
-    from cotdistill.models import _looks_like_path, resolve_model_path
+    from cotdistill.models import _looks_like_path, model_context, resolve_model_path
 
     check_files(cfg, source)
     tc = cfg.effective_train()

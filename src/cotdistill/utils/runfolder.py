@@ -1,0 +1,57 @@
+"""A folder is cotdistill's, or nothing is written into it.
+
+Before the first write into a run folder (``run``, ``train``, ``synthesize``) or an evaluation output folder,
+:func:`claim_folder` checks it: a missing or empty folder is created and marked with ``.cotdistill`` (a small
+JSON file: kind, version, time); a marked folder is used as is; a folder made by a cotdistill version older
+than the marker is recognised by what only cotdistill writes there and marked; anything else (a home folder, a
+project holding the user's own ``config.yaml``) is refused in one line before a single byte is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from cotdistill.errors import CotdistillError
+
+MARKER = ".cotdistill"
+
+# files/folders only cotdistill writes: a folder holding one is a run/eval folder from before the marker
+_LEGACY_RUN = ("stages.json", "rationales/records.jsonl", "student/cotdistill_train.json", "checkpoints",
+               "dynamics.jsonl")
+
+
+def _is_legacy(folder: Path, kind: str) -> bool:
+    if kind == "eval":
+        return any(folder.glob("*.provenance.json"))
+    return any((folder / rel).exists() for rel in _LEGACY_RUN)
+
+
+def claim_folder(folder: str | os.PathLike, kind: str = "run") -> Path:
+    """Make sure ``folder`` may receive cotdistill's files; create and mark it when missing or empty.
+
+    ``kind``: ``run`` (a run folder) or ``eval`` (an evaluation output folder); used in the marker and message.
+    Raises :class:`CotdistillError` for a path that is a file, or a non-empty folder that is not cotdistill's.
+    """
+    folder = Path(folder)
+    marker = folder / MARKER
+    if folder.is_dir() and marker.is_file():
+        return folder
+    if folder.exists() and not folder.is_dir():
+        raise CotdistillError(f"{folder}: {kind} folder: is a file, not a folder")
+    if folder.is_dir():
+        entries = [p.name for p in folder.iterdir() if not p.name.startswith(MARKER)]  # our lock is no content
+        if entries and not _is_legacy(folder, kind):
+            shown = ", ".join(sorted(entries)[:3]) + (", ..." if len(entries) > 3 else "")
+            raise CotdistillError(
+                f"{folder}: {kind} folder: not empty ({shown}) and not a cotdistill {kind} folder (no {MARKER}); "
+                "nothing was written: choose a new or empty folder (run.output_dir / run.name, --output)")
+    folder.mkdir(parents=True, exist_ok=True)
+    from cotdistill import __version__
+    from cotdistill.utils.io import atomic_write_text
+
+    atomic_write_text(marker, json.dumps({"kind": kind, "cotdistill_version": __version__,
+                                          "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}) + "\n")
+    return folder
