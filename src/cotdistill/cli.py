@@ -43,6 +43,9 @@ app = typer.Typer(
 @app.callback()
 def _root() -> None:
     """Distill chain-of-thought reasoning from teacher LLMs into small students."""
+    from cotdistill.utils.redact import install_log_redaction
+
+    install_log_redaction()  # no credential in any log line, whichever library logs it
 
 
 def _echo_err(msg: str) -> None:
@@ -82,11 +85,15 @@ def synthesize_cmd(
     rd = run_dir or cfg.run_dir()
     if not cfg.teachers and not cfg.data.imports:
         raise CotdistillError(f"{config}: teachers: no teachers and no data.imports: nothing to synthesize")
+    from cotdistill.utils.runfolder import claim_folder
+
+    claim_folder(rd, mark=False)  # imports below write into it: only a new, empty or cotdistill run folder
     for i, spec in enumerate(cfg.data.imports):
         s = import_rationales(spec.format, spec.path, RationaleStore(rd / STORE_SUBDIR),
                               where=f"{config}: data.imports[{i}].path", **spec.options)
         typer.echo(f"import {s['format']}: {s['added']} added, {s['skipped_existing']} already stored, "
                    f"unmatched {s['unmatched'] or 0}")
+        claim_folder(rd)  # now holds cotdistill's store: mark it
     if cfg.teachers:
         summary = synthesize(cfg, rd)
         if summary["remaining"]:

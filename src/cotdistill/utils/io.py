@@ -90,13 +90,15 @@ def append_jsonl(path: str | os.PathLike, records: Iterable[dict], fsync: bool =
 MAX_LINE_BYTES = 64 << 20  # one JSONL record; anything longer is damage (or hostile), never a record cotdistill wrote
 
 
-def iter_text_lines(path: str | os.PathLike, max_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[int, str, bool]]:
+def iter_text_lines(path: str | os.PathLike, max_bytes: int | None = None) -> Iterator[tuple[int, str, bool]]:
     """``(line number, text without the newline, terminated)`` for each line of a UTF-8 file, streamed.
 
     A line longer than ``max_bytes`` or one that is not UTF-8 is a one-line error naming the file and line: a
     1 GB line is refused after reading ``max_bytes`` of it, never loaded whole (nor handed to a tokenizer).
+    ``max_bytes`` defaults to :data:`MAX_LINE_BYTES`.
     """
     path = Path(path)
+    max_bytes = MAX_LINE_BYTES if max_bytes is None else max_bytes
     with open(path, "rb") as f:
         for i in itertools.count(1):
             raw = f.readline(max_bytes + 1)

@@ -72,3 +72,30 @@ def check_env_var_name(value: str | None, where: str) -> None:
     if looks_like_secret(value):
         raise ValueError(f"{where}: expected the NAME of an environment variable holding the key (letters, digits, "
                          "underscores), not the key itself; the value is not shown")
+
+
+def install_log_redaction() -> None:
+    """Mask credentials in every log record from now on (any logger: ours, httpx's, transformers').
+
+    Done with a record factory rather than a handler filter, so it holds whatever handlers the application
+    adds later. Idempotent; the CLI calls it once per command.
+    """
+    import logging
+
+    old = logging.getLogRecordFactory()
+    if getattr(old, "_cotdistill_redacts", False):
+        return
+
+    def factory(*args, **kwargs):
+        record = old(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed record is logging's problem, not ours
+            return record
+        clean = redact_text(message)
+        if clean != message:
+            record.msg, record.args = clean, ()
+        return record
+
+    factory._cotdistill_redacts = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)

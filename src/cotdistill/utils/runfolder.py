@@ -23,16 +23,23 @@ _LEGACY_RUN = ("stages.json", "rationales/records.jsonl", "student/cotdistill_tr
                "dynamics.jsonl")
 
 
+_STORE_FILES = {"records.jsonl", "synthesis_summary.json", "torn"}  # what a rationale store folder holds
+
+
 def _is_legacy(folder: Path, kind: str) -> bool:
     if kind == "eval":
         return any(folder.glob("*.provenance.json"))
-    return any((folder / rel).exists() for rel in _LEGACY_RUN)
+    if any((folder / rel).exists() for rel in _LEGACY_RUN):
+        return True
+    store = folder / "rationales"  # a store being started (its lock only) or one without records yet
+    return store.is_dir() and all(p.name in _STORE_FILES or p.name.startswith(".") for p in store.iterdir())
 
 
-def claim_folder(folder: str | os.PathLike, kind: str = "run") -> Path:
+def claim_folder(folder: str | os.PathLike, kind: str = "run", *, mark: bool = True) -> Path:
     """Make sure ``folder`` may receive cotdistill's files; create and mark it when missing or empty.
 
     ``kind``: ``run`` (a run folder) or ``eval`` (an evaluation output folder); used in the marker and message.
+    ``mark=False`` only checks (nothing is created): for callers whose first write may still be refused.
     Raises :class:`CotdistillError` for a path that is a file, or a non-empty folder that is not cotdistill's.
     """
     folder = Path(folder)
@@ -48,6 +55,8 @@ def claim_folder(folder: str | os.PathLike, kind: str = "run") -> Path:
             raise CotdistillError(
                 f"{folder}: {kind} folder: not empty ({shown}) and not a cotdistill {kind} folder (no {MARKER}); "
                 "nothing was written: choose a new or empty folder (run.output_dir / run.name, --output)")
+    if not mark:
+        return folder
     folder.mkdir(parents=True, exist_ok=True)
     from cotdistill import __version__
     from cotdistill.utils.io import atomic_write_text
