@@ -257,6 +257,10 @@ def train_method(config: Config, dataset_dir: str | os.PathLike, run_dir: str | 
     - everything else: :func:`train`.
     """
     run_dir = Path(run_dir)
+    if _is_main_process():  # before the first sub-run writes into it (edit_init/, experts/)
+        from cotdistill.utils.runfolder import claim_folder
+
+        claim_folder(run_dir)
     if config.method == "mode":
         from cotdistill.train.mode import train_mode
 

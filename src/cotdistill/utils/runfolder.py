@@ -26,7 +26,14 @@ _LEGACY_RUN = ("stages.json", "rationales/records.jsonl", "student/cotdistill_tr
 _STORE_FILES = {"records.jsonl", "synthesis_summary.json", "torn"}  # what a rationale store folder holds
 
 
+def _inside_run(folder: Path) -> bool:
+    """True inside a marked run folder: its subfolders (EDIT's ``edit_init``, MoDE's experts) are cotdistill's."""
+    return any((parent / MARKER).is_file() for parent in folder.resolve().parents)
+
+
 def _is_legacy(folder: Path, kind: str) -> bool:
+    if _inside_run(folder):
+        return True
     if kind == "eval":
         return any(folder.glob("*.provenance.json"))
     if any((folder / rel).exists() for rel in _LEGACY_RUN):
