@@ -85,13 +85,15 @@ def check_raw_yaml(raw: Any, source: str) -> None:
 
 
 def _check_run_name(name: str, source: str) -> None:
-    """``run.name`` is one plain folder name: never empty, '.', '..' or a path (it would write into another
-    folder, e.g. the one holding the user's own config.yaml)."""
-    bad = (not name.strip() or name in (".", "..") or any(c in name for c in "/\\\0")
-           or name != name.strip())
+    """``run.name`` is a plain folder name (``compare`` cells add ``/<method>-s<seed>``, so each ``/``-separated
+    part must be one): never empty, ``.``, ``..``, absolute or with a backslash, so the run folder is always a new
+    folder under ``run.output_dir`` (``name: ""`` once wrote into the folder holding the user's config.yaml)."""
+    parts = name.split("/")
+    bad = any(not p.strip() or p in (".", "..") or p != p.strip() or "\\" in p or "\0" in p for p in parts)
     if bad:
-        raise CotdistillError(f"{source}: run.name: {name!r} is not a plain folder name (no '/', '\\', '.', '..', "
-                              "empty or surrounding spaces); the run folder is run.output_dir/run.name")
+        raise CotdistillError(f"{source}: run.name: {name!r} is not a plain folder name (not empty, '.', '..', "
+                              "absolute, nor with '\\' or surrounding spaces); the run folder is "
+                              "run.output_dir/run.name")
 
 
 def _jsonl_specs(cfg) -> list[tuple[str, str]]:

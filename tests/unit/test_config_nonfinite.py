@@ -103,6 +103,7 @@ def test_finite_values_of_the_same_keys_still_load(tmp_path):
     cfg = Config()
     for dotted in ("train.lr", "teachers[0].temperature", "mind.train.lr", "compare.seeds[0]"):
         path = Path(tmp_path) / "ok.yaml"
-        default = {"teachers[0].temperature": 0.7, "mind.train.lr": 1e-4, "compare.seeds[0]": 1}.get(dotted, cfg.train.lr)
+        defaults = {"teachers[0].temperature": 0.7, "mind.train.lr": 1e-4, "compare.seeds[0]": 1}
+        default = defaults.get(dotted, cfg.train.lr)
         path.write_text(yaml.safe_dump(_nested(dotted, default)))
         load_config(path)

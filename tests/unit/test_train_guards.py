@@ -174,7 +174,7 @@ def test_max_seq_len_that_cuts_every_answer_is_refused_before_writing(tiny_model
     assert not (tmp_path / "run").exists()
 
 
-# --------------------------------------------------------------------------- `cotdistill run`: exit code and stages.json
+# --------------------------------------------------------------------------- `cotdistill run`: exit code, stages.json
 
 
 def _store_records(n: int) -> str:

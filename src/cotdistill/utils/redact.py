@@ -25,7 +25,8 @@ _QUERY_SECRET = re.compile(
     r"[^&;#\s\"'<>]+"
 )
 # well-known key shapes: OpenAI/Anthropic-style `sk-...`, Hugging Face `hf_...`, GitHub `ghp_...`, AWS access ids
-_KEY_SHAPES = re.compile(r"\b(?:sk-[A-Za-z0-9_\-]{8,}|hf_[A-Za-z0-9]{16,}|gh[pousr]_[A-Za-z0-9]{20,}|AKIA[0-9A-Z]{16})\b")
+_KEY_SHAPES = re.compile(
+    r"\b(?:sk-[A-Za-z0-9_\-]{8,}|hf_[A-Za-z0-9]{16,}|gh[pousr]_[A-Za-z0-9]{20,}|AKIA[0-9A-Z]{16})\b")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
