@@ -21,6 +21,9 @@ from cotdistill.utils.redact import (
     ("see http://a:b@h/x and https://c:d@k/y.", "see http://***@h/x and https://***@k/y."),
     ("http://host/v1?api_key=abc123&model=m", "http://host/v1?api_key=***&model=m"),
     ("http://host/v1?x=1&token=t0k3n#frag", "http://host/v1?x=1&token=***#frag"),
+    ("https://h/v1?x-api-key=abc&X-Amz-Signature=f00&client_secret=s",
+     "https://h/v1?x-api-key=***&X-Amz-Signature=***&client_secret=***"),
+    ("http://host/v1?model=m&limit=3", "http://host/v1?model=m&limit=3"),
     ("key sk-abcdef0123456789 pasted", "key *** pasted"),
     ("hf_ABCDEFGHIJKLMNOPQRSTu", "***"),
 ])

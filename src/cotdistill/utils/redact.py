@@ -19,9 +19,10 @@ MASK = "***"
 
 # scheme://user[:password]@  -> scheme://***@   (user info never contains '/', '@' or whitespace)
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/\s@\"'<>]+@")
-# ?api_key=...&token=...  -> the value masked (names commonly used for credentials in query strings)
+# ?api_key=...&x-api-key=...&access_token=...&X-Amz-Signature=...  -> the value masked: any query parameter
+# whose name holds a word used for credentials
 _QUERY_SECRET = re.compile(
-    r"(?i)([?&;](?:api[_-]?key|apikey|key|access[_-]?token|token|auth|secret|password|passwd|pwd|sig|signature)=)"
+    r"(?i)([?&;][\w.\-]*(?:key|token|secret|password|passwd|pwd|auth|sig|signature|credential)[\w.\-]*=)"
     r"[^&;#\s\"'<>]+"
 )
 # well-known key shapes: OpenAI/Anthropic-style `sk-...`, Hugging Face `hf_...`, GitHub `ghp_...`, AWS access ids
