@@ -300,6 +300,8 @@ ISSUE17_CASES = [
     V("run-name-dotdot", {"c.yaml": "run:\n  name: ..\n"}, ("run.name",)),
     V("run-name-is-absolute", {"c.yaml": "run:\n  name: /etc\n"}, ("run.name", "/etc")),
     V("run-name-climbs-out", {"c.yaml": "run:\n  name: a/../../b\n"}, ("run.name", "a/../../b")),
+    EVAL("eval-over-a-user-summary", {"q.jsonl": GOOD_Q, "ev/summary.json": '{"my": "numbers"}'},
+         ("{t}/ev", "summary.json", "not cotdistill's")),
     RUN("run-into-user-folder", {"proj/notes.txt": "mine"}, ("{t}/proj", "not a cotdistill run folder")),
     Case("synthesize-into-user-folder",
          {"c.yaml": "data:\n  imports:\n    - format: store\n      path: {t}/src\n", "src/records.jsonl": GOOD_STORE,

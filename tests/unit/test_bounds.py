@@ -182,8 +182,11 @@ def test_claim_folder(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(CotdistillError, match="is a file"):
         claim_folder(tmp_path / "f")
-    with pytest.raises(CotdistillError, match="not a cotdistill eval folder"):
-        claim_folder(tmp_path / "user", "eval", mark=False)
+    claim_folder(tmp_path / "user", "eval", mark=False)  # results may sit next to the user's data
+    (tmp_path / "user" / "summary.json").write_text('{"my": "numbers"}')
+    with pytest.raises(CotdistillError, match="holds a summary.json that is not cotdistill's"):
+        claim_folder(tmp_path / "user", "eval")
+    assert not (tmp_path / "user" / MARKER).exists()
 
 
 def test_train_refuses_a_user_folder_before_writing(tiny_model_dir, tmp_path):

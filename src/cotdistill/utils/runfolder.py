@@ -1,10 +1,14 @@
 """A folder is cotdistill's, or nothing is written into it.
 
-Before the first write into a run folder (``run``, ``train``, ``synthesize``) or an evaluation output folder,
-:func:`claim_folder` checks it: a missing or empty folder is created and marked with ``.cotdistill`` (a small
-JSON file: kind, version, time); a marked folder is used as is; a folder made by a cotdistill version older
-than the marker is recognised by what only cotdistill writes there and marked; anything else (a home folder, a
-project holding the user's own ``config.yaml``) is refused in one line before a single byte is written.
+Before the first write into a run folder (``run``, ``train``, ``synthesize``), :func:`claim_folder` checks it:
+a missing or empty folder is created and marked with ``.cotdistill`` (a small JSON file: kind, version, time);
+a marked folder is used as is; a folder made by a cotdistill version older than the marker is recognised by
+what only cotdistill writes there and marked; anything else (a home folder, a project holding the user's own
+``config.yaml``) is refused in one line before a single byte is written.
+
+An evaluation output folder (``kind="eval"``) may also be a folder of the user's (results next to the data
+they came from), but never one holding a ``summary.json`` that is not cotdistill's: evaluation would replace it.
+Its other file names are checked by the evaluation itself (a result file of the wrong shape is refused).
 """
 
 from __future__ import annotations
@@ -31,11 +35,23 @@ def _inside_run(folder: Path) -> bool:
     return any((parent / MARKER).is_file() for parent in folder.resolve().parents)
 
 
+def _foreign_summary(folder: Path) -> bool:
+    """True when ``folder/summary.json`` exists and is not an evaluation summary cotdistill wrote."""
+    p = folder / "summary.json"
+    if not p.is_file():
+        return False
+    try:
+        rec = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return True
+    return not (isinstance(rec, dict) and isinstance(rec.get("benchmarks"), dict) and "model" in rec)
+
+
 def _is_legacy(folder: Path, kind: str) -> bool:
     if _inside_run(folder):
         return True
     if kind == "eval":
-        return any(folder.glob("*.provenance.json"))
+        return not _foreign_summary(folder)
     if any((folder / rel).exists() for rel in _LEGACY_RUN):
         return True
     store = folder / "rationales"  # a store being started (its lock only) or one without records yet
@@ -59,8 +75,9 @@ def claim_folder(folder: str | os.PathLike, kind: str = "run", *, mark: bool = T
         entries = [p.name for p in folder.iterdir() if not p.name.startswith(MARKER)]  # our lock is no content
         if entries and not _is_legacy(folder, kind):
             shown = ", ".join(sorted(entries)[:3]) + (", ..." if len(entries) > 3 else "")
+            why = "holds a summary.json that is not cotdistill's" if kind == "eval" else f"not empty ({shown})"
             raise CotdistillError(
-                f"{folder}: {kind} folder: not empty ({shown}) and not a cotdistill {kind} folder (no {MARKER}); "
+                f"{folder}: {kind} folder: {why} and is not a cotdistill {kind} folder (no {MARKER}); "
                 "nothing was written: choose a new or empty folder (run.output_dir / run.name, --output)")
     if not mark:
         return folder
