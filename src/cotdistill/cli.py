@@ -15,7 +15,24 @@ import typer
 
 from cotdistill.errors import CotdistillError
 
+class _Group(typer.core.TyperGroup):
+    """Every command's OS-level failure (a path that is a file, read-only, a symlink loop) becomes the one-line
+    user error naming the path, instead of a traceback: one place for all commands (see utils/oserrors.py)."""
+
+    def invoke(self, ctx):
+        from cotdistill.utils.oserrors import as_user_error
+
+        try:
+            return super().invoke(ctx)
+        except OSError as e:
+            err = as_user_error(e)
+            if err is None:
+                raise
+            raise err from None
+
+
 app = typer.Typer(
+    cls=_Group,
     name="cotdistill",
     help="Distill chain-of-thought reasoning from teacher LLMs into small students.",
     no_args_is_help=True,
@@ -38,6 +55,10 @@ def _root(
         setup_logging(log_level, verbose)
     except ValueError as e:
         raise CotdistillError(str(e)) from None
+
+    from cotdistill.utils.redact import install_log_redaction
+
+    install_log_redaction()  # no credential in any log line, whichever library logs it
 
 
 def _echo_err(msg: str) -> None:
@@ -62,11 +83,12 @@ def validate(config: Annotated[Path, typer.Argument(help="YAML config file.")], 
     """Validate a config file (including `train.trainer_args`, by building the TrainingArguments); print a summary."""
     import tempfile
 
+    from cotdistill.checks import preflight
+    from cotdistill.methods.registry import missing_roles
     from cotdistill.train.run import training_arguments
 
-    from cotdistill.methods.registry import missing_roles
-
     cfg = _load(config, sets)
+    preflight(cfg, str(config), echo=typer.echo)
     # a comparison's rows when the config has a compare section (the defaults of an absent one are no plan)
     rows = [cfg, *(cfg.for_row(r) for r in cfg.compare.methods if "compare" in cfg.model_fields_set)]
     problem = next((p for c in rows if (p := missing_roles(c))), None)
@@ -99,11 +121,15 @@ def synthesize_cmd(
     rd = run_dir or cfg.run_dir()
     if not cfg.teachers and not cfg.data.imports:
         raise CotdistillError(f"{config}: teachers: no teachers and no data.imports: nothing to synthesize")
+    from cotdistill.utils.runfolder import claim_folder
+
+    claim_folder(rd, mark=False)  # imports below write into it: only a new, empty or cotdistill run folder
     for i, spec in enumerate(cfg.data.imports):
         s = import_rationales(spec.format, spec.path, RationaleStore(rd / STORE_SUBDIR),
                               where=f"{config}: data.imports[{i}].path", **spec.options)
         typer.echo(f"import {s['format']}: {s['added']} added, {s['skipped_existing']} already stored, "
                    f"unmatched {s['unmatched'] or 0}")
+        claim_folder(rd)  # now holds cotdistill's store: mark it
     if cfg.teachers:
         summary = synthesize(cfg, rd)
         if summary["remaining"]:
@@ -193,10 +219,13 @@ def compare_cmd(
     sets: SetOption = [],
 ) -> None:
     """Train and evaluate methods x seeds on the same curated data; write compare.md/json (papers' layout)."""
+    from cotdistill.checks import preflight
     from cotdistill.compare import run_compare
 
     chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods is not None else None
-    run_compare(_load(config, sets), dry_run=dry_run, echo=typer.echo, methods=chosen, table_only=table)
+    cfg = _load(config, sets)
+    preflight(cfg, str(config), echo=typer.echo)
+    run_compare(cfg, dry_run=dry_run, echo=typer.echo, methods=chosen, table_only=table)
 
 
 @app.command("run")
@@ -209,9 +238,12 @@ def run_cmd(
 
     Stages whose output is complete and current are skipped; re-running after a crash resumes.
     """
+    from cotdistill.checks import preflight
     from cotdistill.pipeline import run_pipeline
 
-    run_pipeline(_load(config, sets), dry_run=dry_run, echo=typer.echo)
+    cfg = _load(config, sets)
+    preflight(cfg, str(config), echo=typer.echo)
+    run_pipeline(cfg, dry_run=dry_run, echo=typer.echo)
 
 
 @app.command("analyze")

@@ -20,7 +20,7 @@ from cotdistill.errors import CotdistillError
 class Section(BaseModel):
     """Base for every config section: unknown keys are errors, assignments are validated."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(), allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------- run
@@ -734,7 +734,9 @@ def _check_benchmarks(cfg: Config, source: str) -> None:
 
 
 def _check_consistency(cfg: Config, source: str) -> None:
-    """Cross-key checks that pydantic's per-field validation cannot see."""
+    """Cross-key checks that pydantic's per-field validation cannot see (more in :mod:`cotdistill.checks`)."""
+    from cotdistill.checks import check_config
+
     cur = cfg.curate
     if cur.max_paths_per_question is not None and cur.max_paths_per_question < cur.filter.min_correct_paths:
         raise CotdistillError(
@@ -742,6 +744,7 @@ def _check_consistency(cfg: Config, source: str) -> None:
             f"({cur.max_paths_per_question} < {cur.filter.min_correct_paths}): every question would be dropped"
         )
     _check_benchmarks(cfg, source)
+    check_config(cfg, source)
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
@@ -759,8 +762,20 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
     except UnicodeDecodeError as e:
         raise CotdistillError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
                               "save the config as UTF-8") from None
+    from cotdistill.checks import MAX_YAML_NODES, check_raw_yaml, yaml_expanded_size
+
     try:
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)
+        loader = _UniqueKeyLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is not None and yaml_expanded_size(node) > MAX_YAML_NODES:
+                raise CotdistillError(f"{path}: YAML aliases expand to more than {MAX_YAML_NODES:,} values "
+                                      "(an alias bomb?); write the config out without nested aliases")
+            raw = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
+    except RecursionError:  # PyYAML composes recursively: thousands of nested brackets exhaust the stack
+        raise CotdistillError(f"{path}: YAML nested too deeply to be a config") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
@@ -772,6 +787,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
         raise CotdistillError(f"{path}: top level must be a mapping of sections")
     for dotted, value in (overrides or {}).items():
         set_dotted(raw, dotted, value)
+    check_raw_yaml(raw, str(path))
     try:
         cfg = Config.model_validate(raw)
     except ValidationError as e:
@@ -781,5 +797,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
 
 
 def dump_config(config: Config) -> str:
-    """The resolved config as YAML (secrets are never in the config: only env-var names)."""
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    """The resolved config as YAML: only env-var names, never keys, and URL credentials masked."""
+    from cotdistill.utils.redact import redact
+
+    return yaml.safe_dump(redact(config.model_dump(mode="json")), sort_keys=False, allow_unicode=True)

@@ -7,4 +7,7 @@ class CotdistillError(Exception):
     exit_code = 2
 
     def __init__(self, message: str):
-        super().__init__(" ".join(str(message).split()))  # force one line
+        from cotdistill.utils.redact import redact_text
+
+        # one line, and never a credential (a URL's user info, a pasted key) in what the user's terminal shows
+        super().__init__(redact_text(" ".join(str(message).split())))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import re
 import shutil
@@ -30,6 +31,8 @@ from urllib.parse import urlparse
 
 from cotdistill.errors import CotdistillError
 from cotdistill.utils.io import atomic_write_json, file_sha256, stable_hash
+
+_log = logging.getLogger(__name__)
 from cotdistill.utils.paths import cache_dir
 
 # alias -> (python package holding the file, file name inside it)
@@ -124,6 +127,8 @@ def resolve_model_path(spec: str) -> Path:
             if (p / "adapter_config.json").is_file():
                 raise CotdistillError(f"{p}: model: this is a LoRA adapter folder; pass it as --adapter with its base model")
             raise CotdistillError(f"{p}: model: folder has no config.json (not a Hugging Face model folder)")
+        if not any(f.suffix in _WEIGHT_SUFFIXES for f in p.iterdir() if f.is_file()):
+            raise CotdistillError(f"{p}: model: folder has config.json but no weights (*.safetensors or *.bin)")
         return p
     if _looks_like_path(spec):
         raise CotdistillError(
@@ -314,7 +319,11 @@ def load_tokenizer(path: str | os.PathLike):
     """The tokenizer of a model folder, with a pad token (the eos token if it has none)."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(path)
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+    except Exception as e:  # noqa: BLE001 - missing/corrupt tokenizer files raise many types; one line for all
+        first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+        raise CotdistillError(f"{path}: model: cannot load its tokenizer ({type(e).__name__}: {first[:200]})") from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -401,8 +410,9 @@ def load_model_and_tokenizer(
         kwargs["attn_implementation"] = attn_implementation
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    except (OSError, ValueError) as e:
-        raise CotdistillError(f"{path}: model: cannot load ({str(e).splitlines()[0][:200]})") from None
+    except Exception as e:  # noqa: BLE001 - OSError, ValueError, a truncated file's SafetensorError, ...
+        first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+        raise CotdistillError(f"{path}: model: cannot load ({type(e).__name__}: {first[:200]})") from None
     if adapter_path is not None:
         from peft import PeftModel
 
@@ -462,7 +472,46 @@ def generate_batch(
     Shared by evaluation, local teachers and the local OpenAI-compatible server. Callers seed torch
     before sampling. Shapes: input ``(B, L_max)``, output ``(B, L_max + T_new)``; padding is told apart by
     the attention mask, so a pad id equal to the end id (SmolLM2) is harmless.
+
+    Bounded by the model's context (:func:`model_context`): ``max_new_tokens`` is capped so that no row runs
+    past it (an absurd budget would otherwise run for hours or crash), and a prompt that alone fills the
+    context is not generated at all: its result has no text and ``finish_reason="over_context"``, which the
+    callers count and report instead of scoring it as an ordinary answer.
     """
+    ctx = model_context(getattr(model, "config", None))
+    if ctx is not None:
+        lens = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+        fits = [i for i, n in enumerate(lens) if n < ctx]
+        if len(fits) < len(prompts):
+            got = generate_batch(model, tokenizer, [prompts[i] for i in fits], max_new_tokens=max_new_tokens,
+                                 eos_ids=eos_ids, temperature=temperature, top_p=top_p) if fits else []
+            out = [Generation([], "", "over_context", n) for n in lens]
+            for i, g in zip(fits, got):
+                out[i] = g
+            return out
+        room = ctx - max(lens, default=0)
+        if max_new_tokens > room:
+            _log.warning("max_new_tokens %d capped at %d: the prompts fill %d of the model's %d-token context",
+                         max_new_tokens, room, ctx - room, ctx)
+            max_new_tokens = room
+    return _generate_batch(model, tokenizer, prompts, max_new_tokens=max_new_tokens, eos_ids=eos_ids,
+                           temperature=temperature, top_p=top_p)
+
+
+def model_context(model_config) -> int | None:
+    """The model's context length in tokens (``max_position_embeddings`` or an older name), None if unknown."""
+    if model_config is None:
+        return None
+    for attr in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        v = getattr(model_config, attr, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    text = getattr(model_config, "text_config", None)
+    return model_context(text) if text is not None else None
+
+
+def _generate_batch(model, tokenizer, prompts: list[str], *, max_new_tokens: int, eos_ids: list[int] | None,
+                    temperature: float, top_p: float) -> list[Generation]:
     import torch
 
     eos_ids = eos_ids if eos_ids is not None else end_token_ids(model, tokenizer)

@@ -233,9 +233,13 @@ def _load_state(run_dir: Path) -> dict[str, Any]:
     if not p.exists():
         return {}
     try:
-        return json.loads(p.read_text())
-    except json.JSONDecodeError:
-        raise CotdistillError(f"{p}: corrupt stage record; remove it to re-check every stage") from None
+        state = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        state = None
+    # {stage: {fingerprint, complete, ...}}: any other shape is damage, never a reason for a traceback
+    if not isinstance(state, dict) or not all(isinstance(v, dict) for v in state.values()):
+        raise CotdistillError(f"{p}: corrupt stage record; remove it to re-check every stage")
+    return state
 
 
 def _status(st: Stage, state: dict[str, Any]) -> str:
@@ -341,6 +345,24 @@ def _follow_rank0(stages: list[Stage], run_dir: Path, echo: Callable[[str], None
     wait_for_stages(run_dir, {st.name: st.fingerprint for st in stages[i:]}, since=since, echo=say)
 
 
+def _one_writer(fn):
+    """Rank 0 of a real run holds the run folder's lock (:mod:`cotdistill.utils.lock`) for the whole plan: a
+    second ``cotdistill run`` on the same folder is refused in one line instead of racing the first."""
+    import functools
+
+    from cotdistill.utils.lock import folder_lock
+
+    @functools.wraps(fn)
+    def wrapper(cfg: Config, **kwargs):
+        if kwargs.get("dry_run") or not dist.is_main():
+            return fn(cfg, **kwargs)
+        with folder_lock(cfg.run_dir(), "cotdistill run"):
+            return fn(cfg, **kwargs)
+
+    return wrapper
+
+
+@_one_writer
 def run_pipeline(
     cfg: Config,
     *,
@@ -380,7 +402,9 @@ def run_pipeline(
         _follow_rank0(stages, run_dir, echo)
         return plan
 
-    run_dir.mkdir(parents=True, exist_ok=True)
+    from cotdistill.utils.runfolder import claim_folder
+
+    claim_folder(run_dir)  # an empty/new folder or a cotdistill run folder; anything else is refused unwritten
     if dist.world_size() > 1:
         echo(f"[{dist.world_size()} ranks] rank 0 runs the data, evaluation and report stages; every rank trains")
     cfg_path = run_dir / "config.yaml"

@@ -62,7 +62,7 @@ def student(tmp_path_factory):
     mp.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: calls.append(("create_repo", {"repo_id": repo_id, **kw})))
     mp.setattr(HfApi, "upload_folder", lambda self, **kw: calls.append(("upload_folder", kw)) or "https://hub/commit/1")
     try:
-        cfg = Config.model_validate({"method": "std_cot", "run": {"name": "hub-run", "output_dir": str(root)}, "train": {
+        cfg = Config.model_validate({"method": "std_cot", "std_cot": {"paths": "all"}, "run": {"name": "hub-run", "output_dir": str(root)}, "train": {
             "model": "smollm2-135m-instruct", "max_steps": 1, "grad_accum": 1, "lr": 1e-3, "max_seq_len": 160,
             "save_steps": 100, "gradient_checkpointing": False, "report_to": [], "push_to_hub": True,
             "hub_model_id": "someone/smol-std-cot"}})

@@ -124,6 +124,7 @@ class Case:
     args: list[str]
     expect: tuple[str, ...]
     subprocess: bool = False
+    absent: tuple[str, ...] = ()  # substrings that must NOT be in the error output (secrets)
 
 
 def V(id, files, expect, **kw):  # noqa: N802 - table shorthand: `cotdistill validate {t}/c.yaml`
@@ -142,6 +143,233 @@ def CURATE(id, files, expect, out="{t}/ds", **kw):  # noqa: N802
 
 def IMPORT(id, fmt, files, expect, store="{t}/st", **kw):  # noqa: N802
     return Case(id, files, ["import", fmt, "{t}/src", "--store", store], expect, **kw)
+
+
+# --------------------------------------------------------------------------- issue 17: builders and cases
+
+
+def _path_dataset(dst: Path, long_questions: int = 0, short_questions: int = 1) -> None:
+    """A curated path dataset (HF DatasetDict) with some questions far longer than a small max_seq_len."""
+    from datasets import Dataset, DatasetDict
+
+    rows = []
+    for i in range(long_questions + short_questions):
+        q = f"Jack had {i + 5} apples and ate 2. How many are left?"
+        if i < long_questions:
+            q = "Read this carefully. " * 60 + q
+        rows.append({"question_id": f"q{i}", "question": q, "gold": str(i + 3), "kind": "number", "source": "x",
+                     "difficulty": None,
+                     "paths": [{"teacher": "t", "perspective": "p", "label": "p", "record_key": f"k{i}",
+                                "text": f"{i + 5} - 2 = {i + 3}."}]})
+    DatasetDict({"train": Dataset.from_list(rows)}).save_to_disk(str(dst))
+
+
+def _dataset_outside(long_questions: int, short_questions: int):
+    # HF datasets writes cache files next to a dataset it maps, so it lives beside the watched folder
+    def build(dst: Path, ctx: dict) -> None:
+        _path_dataset(ctx["t"].parent / "ds", long_questions, short_questions)
+        dst.write_text("train:\n  model: {model}\n  max_seq_len: 128\n  gradient_checkpointing: false\n"
+                       "  report_to: []\n".replace("{model}", str(ctx["model"])))
+
+    return build
+
+
+def _evaluated(bench_rel: str, then: Callable[[Path], None] | None = None):
+    """An eval output folder ``ev`` made by a real evaluation of ``bench_rel`` (GOOD_Q), then ``then(t)``."""
+    def build(dst: Path, ctx: dict) -> None:
+        from cotdistill.evaluate import run_eval
+
+        bench = ctx["t"] / bench_rel
+        bench.parent.mkdir(parents=True, exist_ok=True)
+        bench.write_text(GOOD_Q)
+        run_eval(str(ctx["model"]), [f"jsonl:{bench}"], dst, limit=2, max_new_tokens=2, progress=False)
+        if then is not None:
+            then(ctx["t"])
+
+    return build
+
+
+def _write(rel: str, text: str) -> Callable[[Path], None]:
+    return lambda t: (t / rel).write_text(text)
+
+
+def _symlink_loop(dst: Path, ctx: dict) -> None:
+    (ctx["t"] / "loop2").symlink_to(ctx["t"] / "loop1")
+    dst.symlink_to(ctx["t"] / "loop2")
+
+
+def _model_only_config(dst: Path, ctx: dict) -> None:
+    dst.mkdir()
+    shutil.copy(ctx["model"] / "config.json", dst / "config.json")
+
+
+def _model_truncated(dst: Path, ctx: dict) -> None:
+    shutil.copytree(ctx["model"], dst)
+    blob = (dst / "model.safetensors").read_bytes()
+    (dst / "model.safetensors").write_bytes(blob[: len(blob) // 2])
+
+
+def _model_bad_train_record(dst: Path, ctx: dict) -> None:
+    shutil.copytree(ctx["model"], dst)
+    (dst / "cotdistill_train.json").write_text("[1, 2]")
+
+
+def _alias_bomb() -> str:
+    text = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
+    prev = "a"
+    for name in "bcdefghi":
+        text += f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]\n"
+        prev = name
+    return text + "train:\n  lr: *i\n"
+
+
+# a whole run: a store to import, a jsonl eval set, the tiny student; passes validate (preflight included)
+RUN_CFG = ("run:\n  name: {name}\n  output_dir: {t}\ndata:\n  imports:\n    - format: store\n      path: {t}/src\n"
+           "curate:\n  eval_guard: []\ntrain:\n  model: {model}\neval:\n  benchmarks: ['jsonl:{t}/q.jsonl']\n"
+           "analysis:\n  enabled: false\n")
+RUN_FILES = {"src/records.jsonl": GOOD_STORE, "q.jsonl": GOOD_Q}
+
+
+def RUN(id, files, expect, name="proj", **kw):  # noqa: N802 - `cotdistill run {t}/c.yaml` on RUN_CFG
+    return Case(id, {"c.yaml": RUN_CFG.replace("{name}", name), **RUN_FILES, **files}, ["run", "{t}/c.yaml"],
+                expect, **kw)
+
+
+def EV(id, row, expect, **kw):  # noqa: N802 - one benchmark row
+    return EVAL(id, {"q.jsonl": row + "\n"}, expect, **kw)
+
+
+KEY = "sk-live-0123456789abcdefXYZ"  # a key pasted where an env-var name belongs
+TEACHER = "teachers:\n  - name: t\n    model: m\n    base_url: http://127.0.0.1:9/v1\n    api_key_env: {k}\n"
+MODEL_CFG = "train:\n  model: {model}\n"
+
+ISSUE17_CASES = [
+    # ---- 1. training that would produce garbage (refused before anything is written)
+    Case("train-max-seq-len-cuts-every-answer", {"c.yaml": _dataset_outside(1, 0)},
+         ["train", "{t}/c.yaml", "--dataset", "{t}/../ds", "--run-dir", "{t}/run"],
+         ("{t}/../ds", "train.max_seq_len", "1 of 1 paths lose their answer")),
+    Case("train-max-seq-len-cuts-most-answers", {"c.yaml": _dataset_outside(2, 1)},
+         ["train", "{t}/c.yaml", "--dataset", "{t}/../ds", "--run-dir", "{t}/run"],
+         ("train.max_seq_len", "2 of 3 paths")),
+    # ---- 2. validate rejects what a stage would reject
+    V("v-nonfinite-lr", {"c.yaml": "train:\n  lr: .inf\n"}, ("{t}/c.yaml", "train.lr", "not a finite number")),
+    V("v-nonfinite-method-override", {"c.yaml": "mind:\n  train:\n    lr: .nan\n"}, ("mind.train.lr", "finite")),
+    V("v-nonfinite-overflow", {"c.yaml": "eval:\n  math_verify_timeout_s: 1.0e+999\n"},
+      ("eval.math_verify_timeout_s", "finite")),
+    V("v-nonfinite-import-option",
+      {"c.yaml": "data:\n  imports:\n    - format: eit\n      options: {levels: [.inf]}\n"},
+      ("data.imports[0].options.levels[0]", "finite")),
+    V("v-empty-eval-benchmarks", {"c.yaml": "eval:\n  benchmarks: []\n"}, ("eval.benchmarks", "empty")),
+    V("v-empty-compare-seeds", {"c.yaml": "compare:\n  seeds: []\n"}, ("compare.seeds", "empty")),
+    V("v-jsonl-benchmark-missing", {"c.yaml": "eval:\n  benchmarks: ['jsonl:{t}/nope.jsonl']\n"},
+      ("{t}/c.yaml", "eval.benchmarks[0]", "{t}/nope.jsonl", "not found")),
+    V("v-jsonl-benchmark-bad-row", {"c.yaml": "eval:\n  benchmarks: ['jsonl:{t}/q.jsonl']\n",
+                                    "q.jsonl": '{"question": "q", "answer": NaN}\n'},
+      ("eval.benchmarks[0]", "{t}/q.jsonl:1", "answer")),
+    V("v-import-option-typo", {"c.yaml": "data:\n  imports:\n    - format: eit\n      options: {levle: 1}\n"},
+      ("data.imports[0].options", "levle", "levels")),
+    V("v-compare-duplicate-method", {"c.yaml": "compare:\n  methods: [mind, std_cot, mind]\n"},
+      ("compare.methods", "mind", "more than once")),
+    V("v-compare-duplicate-seed", {"c.yaml": "compare:\n  seeds: [0, 1, 0]\n"}, ("compare.seeds", "more than once")),
+    V("v-lora-targets-match-nothing", {"c.yaml": MODEL_CFG + "  lora:\n    target_modules: [c_attn]\n"},
+      ("train.lora.target_modules", "c_attn", "q_proj")),
+    V("v-lora-one-target-matches-nothing", {"c.yaml": MODEL_CFG + "  lora:\n    target_modules: [q_proj, qkv]\n"},
+      ("train.lora.target_modules", "qkv")),
+    V("v-size-cannot-fit", {"c.yaml": MODEL_CFG + "  questions_per_step: 100000000\n  max_seq_len: 2048\n"},
+      ("{t}/c.yaml", "train", "needs at least", "questions_per_step")),
+    V("v-max-seq-len-over-context", {"c.yaml": MODEL_CFG + "  max_seq_len: 100000\n"},
+      ("train.max_seq_len", "context")),
+    V("v-eval-batch-cannot-fit", {"c.yaml": MODEL_CFG + "eval:\n  batch_size: 1000000000000\n"},
+      ("eval.batch_size",)),
+    Case("v-run-dry-run-checks-model", {"c.yaml": MODEL_CFG + "  lora:\n    target_modules: [c_attn]\n"},
+         ["run", "{t}/c.yaml", "--dry-run"], ("train.lora.target_modules",)),
+    # ---- 3. result identity (the folder `ev` holds a real evaluation of GOOD_Q)
+    EVAL("id-benchmark-edited", {"ev": _evaluated("q.jsonl", _write("q.jsonl", GOOD_Q.replace("Tom", "Tim")))},
+         ("{t}/ev/jsonl-q.jsonl", "id a", "prompt", "differs")),
+    EVAL("id-same-name-other-folder",
+         {"ev": _evaluated("a/q.jsonl", _write("q.jsonl", GOOD_Q.replace("apples", "pears")))},
+         ("{t}/ev/jsonl-q.jsonl", "differs")),
+    EVAL("id-gold-changed", {"ev": _evaluated("q.jsonl", _write("q.jsonl", GOOD_Q.replace('"5"', '"6"')))},
+         ("{t}/ev/jsonl-q.jsonl", "id a", "gold")),
+    EVAL("id-two-files-one-name-one-call", {"a/q.jsonl": GOOD_Q, "b/q.jsonl": GOOD_Q},
+         ("jsonl:{t}/a/q.jsonl", "jsonl:{t}/b/q.jsonl", "share the result file"),
+         bench="jsonl:{t}/a/q.jsonl,jsonl:{t}/b/q.jsonl"),
+    # ---- 4. the run folder is cotdistill's, or nothing is written
+    RUN("run-name-empty-over-user-config", {"config.yaml": "mine: 1\n"}, ("{t}/c.yaml", "run.name", "plain folder"),
+        name="''"),
+    V("run-name-dotdot", {"c.yaml": "run:\n  name: ..\n"}, ("run.name",)),
+    V("run-name-is-absolute", {"c.yaml": "run:\n  name: /etc\n"}, ("run.name", "/etc")),
+    V("run-name-climbs-out", {"c.yaml": "run:\n  name: a/../../b\n"}, ("run.name", "a/../../b")),
+    EVAL("eval-over-a-user-summary", {"q.jsonl": GOOD_Q, "ev/summary.json": '{"my": "numbers"}'},
+         ("{t}/ev", "summary.json", "not cotdistill's")),
+    RUN("run-into-user-folder", {"proj/notes.txt": "mine"}, ("{t}/proj", "not a cotdistill run folder")),
+    Case("synthesize-into-user-folder",
+         {"c.yaml": "data:\n  imports:\n    - format: store\n      path: {t}/src\n", "src/records.jsonl": GOOD_STORE,
+          "proj/notes.txt": "mine"},
+         ["synthesize", "{t}/c.yaml", "--run-dir", "{t}/proj"], ("{t}/proj", "not a cotdistill run folder")),
+    # ---- 5. secrets: a key pasted where an env-var name belongs is never echoed
+    V("secret-key-as-api-key-env", {"c.yaml": TEACHER.replace("{k}", KEY)}, ("teachers[0].api_key_env", "not shown"),
+      absent=(KEY, KEY[:12])),
+    EVAL("secret-key-as-eval-api-key-env", {"q.jsonl": GOOD_Q}, ("api_key_env", "not shown"), absent=(KEY,),
+         extra=["--backend", "openai", "--base-url", "http://127.0.0.1:9/v1", "--api-key-env", KEY]),
+    V("secret-url-credentials-in-an-error", {"c.yaml": "eval:\n  benchmarks: ['http://user:hunter2pw@host/x']\n"},
+      ("eval.benchmarks[0]", "http://***@host/x"), absent=("hunter2pw",)),
+    V("secret-url-query-key-in-an-error", {"c.yaml": "eval:\n  benchmarks: ['http://host/x?api_key=hunter2pw']\n"},
+      ("eval.benchmarks[0]", "api_key=***"), absent=("hunter2pw",)),
+    # ---- 6. bombs and sizes
+    V("bomb-yaml-alias", {"c.yaml": _alias_bomb()}, ("{t}/c.yaml", "alias bomb")),
+    V("bomb-yaml-recursive-alias", {"c.yaml": "a: &a [*a]\n"}, ("{t}/c.yaml", "alias")),
+    V("bomb-yaml-deep-nesting", {"c.yaml": "a: " + "[" * 5000 + "]" * 5000 + "\n"},
+      ("{t}/c.yaml", "nested too deeply")),
+    EVAL("bomb-jsonl-huge-line", {"q.jsonl": '{"question": "' + "x" * (2 << 20) + '", "answer": "1"}\n'},
+         ("{t}/q.jsonl:1", "longer than")),
+    EVAL("bomb-jsonl-huge-line-after-good-ones", {"q.jsonl": GOOD_Q + '{"question": "' + "y" * (2 << 20) + '"}\n'},
+         ("{t}/q.jsonl:3", "longer than")),
+    # ---- 7. gold answers that are not answers (file, line and field named)
+    EV("gold-nan", '{"question": "q", "answer": NaN}', ("{t}/q.jsonl:1", "answer", "NaN")),
+    EV("gold-infinity", '{"question": "q", "answer": Infinity}', ("{t}/q.jsonl:1", "answer", "Infinity")),
+    EV("gold-1e400", '{"question": "q", "answer": 1e400}', ("{t}/q.jsonl:1", "answer", "finite")),
+    EV("gold-list", '{"question": "q", "answer": [1, 2]}', ("{t}/q.jsonl:1", "answer", "list")),
+    EV("gold-object", '{"question": "q", "answer": {"v": 1}}', ("{t}/q.jsonl:1", "answer", "object")),
+    EV("question-list", '{"question": ["two", "parts"], "answer": "1"}', ("{t}/q.jsonl:1", "question", "list")),
+    EV("choices-hold-objects", '{"question": "q", "answer": "A", "choices": [{"t": "x"}, "y"]}',
+       ("{t}/q.jsonl:1", "choices[0]", "object")),
+    EV("id-not-scalar", '{"id": 1.5, "question": "q", "answer": "1"}', ("{t}/q.jsonl:1", "id")),
+    EV("kind-not-text", '{"question": "q", "answer": "1", "kind": 3}', ("{t}/q.jsonl:1", "kind")),
+    # ---- 8. one line instead of a traceback
+    Case("os-output-is-a-file", {"q.jsonl": GOOD_Q, "afile": "mine"},
+         ["eval", "--model", "{model}", "--benchmarks", "jsonl:{t}/q.jsonl", "--output", "{t}/afile"],
+         ("{t}/afile", "file")),
+    Case("os-output-under-a-file", {"q.jsonl": GOOD_Q, "afile": "mine"},
+         ["eval", "--model", "{model}", "--benchmarks", "jsonl:{t}/q.jsonl", "--output", "{t}/afile/sub"],
+         ("{t}/afile/sub", "is a file")),
+    Case("os-output-symlink-loop", {"q.jsonl": GOOD_Q, "loop1": _symlink_loop},
+         ["eval", "--model", "{model}", "--benchmarks", "jsonl:{t}/q.jsonl", "--output", "{t}/loop1/x"],
+         ("{t}/loop1/x", "symbolic links")),
+    Case("model-folder-only-config", {"q.jsonl": GOOD_Q, "m": _model_only_config},
+         ["eval", "--model", "{t}/m", "--benchmarks", "jsonl:{t}/q.jsonl", "--output", "{t}/ev"],
+         ("{t}/m", "no weights")),
+    Case("model-truncated-safetensors", {"q.jsonl": GOOD_Q, "m": _model_truncated},
+         ["eval", "--model", "{t}/m", "--benchmarks", "jsonl:{t}/q.jsonl", "--output", "{t}/ev"],
+         ("{t}/m", "cannot load")),
+    Case("model-train-record-not-object", {"q.jsonl": GOOD_Q, "m": _model_bad_train_record},
+         ["eval", "--model", "{t}/m", "--benchmarks", "jsonl:{t}/q.jsonl", "--output", "{t}/ev"],
+         ("{t}/m/cotdistill_train.json", "provenance")),
+    RUN("state-stages-json-a-list", {"r/.cotdistill": "{}", "r/stages.json": "[]"}, ("{t}/r/stages.json", "corrupt"),
+        name="r"),
+    RUN("state-stages-json-entry-not-object", {"r/.cotdistill": "{}", "r/stages.json": '{"curate": 3}'},
+        ("{t}/r/stages.json", "corrupt"), name="r"),
+    EVAL("state-provenance-not-object", {"q.jsonl": GOOD_Q, "ev/jsonl-q.provenance.json": "[1, 2]"},
+         ("{t}/ev/jsonl-q.provenance.json", "provenance")),
+    EVAL("state-result-line-not-object", {"q.jsonl": GOOD_Q, "ev/jsonl-q.jsonl": "[1, 2]\n"},
+         ("{t}/ev/jsonl-q.jsonl:1", "not a JSON object")),
+    EVAL("state-result-line-wrong-shape", {"q.jsonl": GOOD_Q, "ev/jsonl-q.jsonl": '{"foo": 1}\n'},
+         ("{t}/ev/jsonl-q.jsonl:1", "not a result line")),
+    CURATE("state-store-line-not-object", {"st/records.jsonl": _jsonl(_rec(1, "a")) + "[1, 2]\n"},
+           ("{t}/st/records.jsonl:2", "not a JSON object")),
+    CURATE("state-store-key-not-text", {"st/records.jsonl": _jsonl(_rec(1, "a", key=["k"]))},
+           ("{t}/st/records.jsonl", "key")),
+]
 
 
 CASES = [
@@ -229,6 +457,7 @@ CASES = [
            ("{t}/ds", "--store", "not a rationale store"), store="{t}/ds"),
     IMPORT("out-import-into-eval-folder", "store", {"src/records.jsonl": GOOD_STORE, **OTHER_EVAL},
            ("{t}/ev", "--store", "not a rationale store"), store="{t}/ev"),
+    *ISSUE17_CASES,
 ]
 
 
@@ -300,9 +529,11 @@ def test_malformed_input(case: Case, tmp_path, models, data_dir, monkeypatch):
     assert line.startswith("error: ") and "Traceback" not in err
     for want in case.expect:
         assert _fill(want, ctx) in line, f"{_fill(want, ctx)!r} not in the error line: {line}"
+    for secret in case.absent:
+        assert secret not in err, f"{secret!r} was echoed: {err}"
     assert snapshot(t) == before, "a file was created, changed or touched"
 
 
 def test_table_is_big_enough():
-    assert len(CASES) >= 30 and len({c.id for c in CASES}) == len(CASES)
+    assert len(CASES) >= 90 and len({c.id for c in CASES}) == len(CASES)
     assert 2 <= sum(c.subprocess for c in CASES) <= 3

@@ -18,7 +18,7 @@ def _write_config(tmp_path, tiny_model_dir, **over):
         "run": {"name": "pipe", "output_dir": str(tmp_path / "runs")},
         "data": {"imports": [{"format": "mcc-kd"}]},
         "curate": {"eval_guard": ["svamp"], "max_paths_per_question": 2, "difficulty": {"target_size": 4}},
-        "train": {"model": str(tiny_model_dir), "lr": 1e-3, "max_steps": 2, "grad_accum": 1, "max_seq_len": 128,
+        "train": {"model": str(tiny_model_dir), "lr": 1e-3, "max_steps": 2, "grad_accum": 1, "max_seq_len": 384,
                   "gradient_checkpointing": False, "save_steps": 1, "report_to": [], "lora": {"r": 4, "alpha": 8}},
         "method": "std_cot",
         "eval": {"benchmarks": ["svamp"], "limit": 2, "max_new_tokens": 8, "batch_size": 2},

@@ -50,6 +50,9 @@ def _check_record(rec: dict, where: Path) -> None:
     for f in REQUIRED_FIELDS:
         if rec.get(f) is None:
             raise CotdistillError(f"{where}: record {rec.get('key', '?')}: missing field '{f}'")
+        if not isinstance(rec[f], (str, int, float)) or isinstance(rec[f], bool):  # a list/object: damage
+            raise CotdistillError(f"{where}: record {rec.get('key', '?')}: field '{f}' is a "
+                                  f"{type(rec[f]).__name__}, not text")
 
 
 # --------------------------------------------------------------------------- helpers

@@ -65,6 +65,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -75,6 +76,7 @@ from cotdistill.data.answers import format_number, to_number
 from cotdistill.data.svamp_split import MCC_DEV150, MCC_TEST150, TEST300
 from cotdistill.data.types import Example
 from cotdistill.errors import CotdistillError
+from cotdistill.utils.io import iter_text_lines
 from cotdistill.utils.paths import DATA_ENV, data_dir
 
 LETTERS = "ABCDEFGHIJ"
@@ -378,11 +380,59 @@ def _infer_kind(answer: str, choices) -> str:
     return "math"
 
 
+MAX_BENCHMARK_LINE_BYTES = 1 << 20  # one question per line: 1 MiB is far past any model's context
+
+
+class _NonFinite(str):
+    """``NaN`` / ``Infinity`` / ``-Infinity`` as parsed by ``json.loads(parse_constant=...)``, so that the row
+    check can name the field holding it."""
+
+
+def _is_scalar(v: Any, *, text_only: bool = False) -> bool:
+    """Text, or (unless ``text_only``) a finite number or a bool: what a question, answer or option can be."""
+    if isinstance(v, _NonFinite):
+        return False
+    if isinstance(v, str):
+        return True
+    if text_only:
+        return False
+    if isinstance(v, float):
+        return math.isfinite(v)  # 1e400 parses as inf
+    return isinstance(v, (int, bool))
+
+
+def _row_type_error(r: dict) -> str | None:
+    """``field: problem`` for a row whose values are not what the field holds (a list as the gold answer, an
+    object as the question, ``1e400``...): their Python text form would otherwise be used silently."""
+    def what(v: Any) -> str:
+        if isinstance(v, (float, _NonFinite)):
+            return f"{v} is not a finite number"
+        return f"a {'JSON object' if isinstance(v, dict) else type(v).__name__}"
+
+    if not _is_scalar(r["question"], text_only=True):
+        return f"question: {what(r['question'])}, not text"
+    if not _is_scalar(r["answer"]):
+        return f"answer: {what(r['answer'])}, not text or a number"
+    if r.get("id") is not None and (not _is_scalar(r["id"]) or isinstance(r["id"], (bool, float))):
+        return f"id: {str(r['id'])[:40]!r} is not text or an integer"
+    if r.get("kind") is not None and (not isinstance(r["kind"], str) or isinstance(r["kind"], _NonFinite)):
+        return f"kind: {what(r['kind'])}, not text"
+    choices = r.get("choices")
+    if isinstance(choices, list):
+        for j, c in enumerate(choices):
+            if not _is_scalar(c) or isinstance(c, bool):
+                return f"choices[{j}]: {what(c)}, not text or a number"
+    return None
+
+
 def load_jsonl_benchmark(path: str | Path, name: str | None = None) -> list[Example]:
     """A user benchmark: JSON lines with ``question`` and ``answer`` (optional ``id``, ``choices``, ``kind``).
 
     Kind, when absent, is inferred: choices -> choice, yes/no/true/false -> yesno, a number -> number, else math.
-    For choice questions the answer may be a letter or the exact text of one option.
+    For choice questions the answer may be a letter or the exact text of one option. Every row is checked at
+    load: the question is text, the answer text or a finite number (no ``NaN``/``Infinity``/``1e400``, lists or
+    objects), options are text or numbers, and no line is longer than :data:`MAX_BENCHMARK_LINE_BYTES`; an error
+    names the file, the line and the field.
     """
     p = Path(path).expanduser()
     name = name or f"jsonl:{path}"
@@ -391,15 +441,11 @@ def load_jsonl_benchmark(path: str | Path, name: str | None = None) -> list[Exam
     if not p.is_file():
         raise CotdistillError(f"{p}: file not found (benchmark {name})")
     out = []
-    try:
-        lines = p.read_bytes().decode("utf-8").split("\n")
-    except UnicodeDecodeError as e:
-        raise CotdistillError(f"{p}: not UTF-8 text (byte offset {e.start}; benchmark {name})") from None
-    for ln, line in enumerate(lines, 1):
+    for ln, line, _ in iter_text_lines(p, MAX_BENCHMARK_LINE_BYTES):
         if not line.strip():
             continue
         try:
-            r = json.loads(line)
+            r = json.loads(line, parse_constant=_NonFinite)
         except json.JSONDecodeError as e:
             raise CotdistillError(f"{p}:{ln}: invalid JSON ({e.msg})") from None
         if not isinstance(r, dict):
@@ -407,6 +453,9 @@ def load_jsonl_benchmark(path: str | Path, name: str | None = None) -> list[Exam
         for field in ("question", "answer"):
             if r.get(field) is None or str(r.get(field)).strip() == "":
                 raise CotdistillError(f"{p}:{ln}: {field}: missing")
+        bad = _row_type_error(r)
+        if bad:
+            raise CotdistillError(f"{p}:{ln}: {bad}")
         choices = r.get("choices")
         if choices is not None and (not isinstance(choices, list) or not 2 <= len(choices) <= len(LETTERS)):
             raise CotdistillError(f"{p}:{ln}: choices: must be a list of 2-{len(LETTERS)} option texts")

@@ -13,6 +13,11 @@ holding results made with different generation settings (model weights, adapter,
 backend, dtype, batch size, seed, max_new_tokens, instruction) is refused with a one-line error:
 results are never mixed or overwritten. The extractor is not part of the key: raw outputs are kept,
 and lines scored by an older extractor are re-scored (and the JSONL rewritten atomically).
+
+Identity of the inputs: a kept line must answer the same prompt and gold as the benchmark holds now (an
+edited benchmark file, or another ``jsonl:`` file of the same name, is refused in one line); two benchmarks
+of one call that would share a result file are refused. One writer per folder: ``.cotdistill.lock``
+(:mod:`cotdistill.utils.lock`) makes a second ``eval`` on the same folder fail at once, naming the first's pid.
 """
 
 from __future__ import annotations
@@ -69,6 +74,9 @@ def _check_provenance(path: Path, prov: dict) -> None:
         old = json.loads(path.read_text(encoding="utf-8"))
     except ValueError:
         raise CotdistillError(f"{path}: not valid JSON; move the folder away or choose another --output") from None
+    if not isinstance(old, dict):
+        raise CotdistillError(f"{path}: not a provenance record (a JSON object); move the folder away or choose "
+                              "another --output")
     diff = [k for k in _GEN_FIELDS if old.get(k) != prov.get(k)]
     if diff:
         shown = ", ".join(f"{k}: {old.get(k)!r} -> {prov.get(k)!r}" for k in diff[:4])
@@ -95,6 +103,10 @@ def _existing(jsonl: Path, gen_key: str) -> dict[str, dict]:
     _drop_torn_tail(jsonl)
     done: dict[str, dict] = {}
     for i, rec in enumerate(read_jsonl(jsonl), 1):
+        if not (isinstance(rec.get("id"), (str, int)) and isinstance(rec.get("correct"), bool)
+                and isinstance(rec.get("output"), str)):
+            raise CotdistillError(f"{jsonl}:{i}: not a result line (needs id, output, correct); the file is damaged "
+                                  "or not cotdistill's: choose another --output folder")
         if rec.get("gen_key") != gen_key:
             raise CotdistillError(
                 f"{jsonl}:{i}: gen_key: line was generated with different settings; choose another --output folder"
@@ -126,9 +138,12 @@ def recorded_user_prefix(student: str | os.PathLike) -> str:
     if not prov.is_file():
         return ""
     try:
-        return str(json.loads(prov.read_text(encoding="utf-8")).get("eval_user_prefix") or "")
+        rec = json.loads(prov.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise CotdistillError(f"{prov}: not readable JSON ({e})") from None
+    if not isinstance(rec, dict):
+        raise CotdistillError(f"{prov}: not a training provenance record (a JSON object)")
+    return str(rec.get("eval_user_prefix") or "")
 
 
 def recorded_instruction(student: str | os.PathLike) -> str | None:
@@ -149,6 +164,40 @@ def recorded_instruction(student: str | os.PathLike) -> str | None:
     return str(data["student_instruction"] or "") if "student_instruction" in data else None
 
 
+def _one_writer(fn):
+    """Hold ``output_dir``'s lock (:func:`cotdistill.utils.lock.folder_lock`) for the whole evaluation: a second
+    process on the same folder is refused in one line instead of appending duplicate lines."""
+    import functools
+
+    from cotdistill.utils.lock import folder_lock
+
+    @functools.wraps(fn)
+    def wrapper(model, benchmarks, output_dir, **kwargs):
+        with folder_lock(output_dir, "cotdistill eval"):
+            return fn(model, benchmarks, output_dir, **kwargs)
+
+    return wrapper
+
+
+def _check_same_inputs(jsonl: Path, done: dict[str, dict], examples: dict, prompts: dict[str, str]) -> None:
+    """Lines already in ``jsonl`` must answer the same inputs: same prompt (question, options, instruction,
+    prefix) and same gold as the benchmark has now. A benchmark file edited since, or another file of the same
+    name, is refused in one line instead of being scored with the old outputs."""
+    from cotdistill.utils.redact import redact_text
+
+    for qid, rec in done.items():
+        ex = examples.get(qid)
+        if ex is None:
+            continue  # not requested now (another limit): never summarised
+        field = ("prompt" if rec.get("prompt") not in (None, redact_text(prompts[qid]))
+                 else "gold" if str(rec.get("gold")) != str(ex.answer) else None)
+        if field:
+            raise CotdistillError(
+                f"{jsonl}: id {qid}: {field}: differs from the benchmark's {ex.benchmark} now (the file changed, or "
+                "another file of the same name): these results answer other inputs; choose another --output folder")
+
+
+@_one_writer
 def run_eval(
     model: str,
     benchmarks: Sequence[str],
@@ -204,15 +253,26 @@ def run_eval(
         raise CotdistillError("benchmarks: no benchmark given")
     if batch_size < 1 or max_new_tokens < 1:
         raise CotdistillError("batch_size/max_new_tokens: must be >= 1")
+    from cotdistill.utils.redact import check_env_var_name
+
+    try:
+        check_env_var_name(api_key_env, "api_key_env")  # a key pasted here must not reach any message
+    except ValueError as e:
+        raise CotdistillError(str(e)) from None
     instruction = DEFAULT_INSTRUCTION if instruction is None else instruction
     out = Path(output_dir)
 
     # 1. load every benchmark first: a typo fails before any model is loaded
     data = {b: load_benchmark(b, limit=limit, gpqa_shuffle_seed=gpqa_shuffle_seed) for b in benchmarks}
+    stems: dict[str, str] = {}
     for b, exs in data.items():
         ids = [e.id for e in exs]
         if len(set(ids)) != len(ids):
             raise CotdistillError(f"benchmark {b}: id: duplicate question ids")
+        other = stems.setdefault(bench_file_stem(b), b)
+        if other != b:
+            raise CotdistillError(f"benchmarks {other} and {b}: would share the result file {bench_file_stem(b)}.jsonl;"
+                                  " rename one of the files")
 
     # 2. provenance (without loading the model) and resume check
     base_prov = backend_obj.provenance() if backend_obj is not None else describe_backend(
@@ -236,6 +296,8 @@ def run_eval(
         stem = bench_file_stem(b)
         _check_provenance(out / f"{stem}.provenance.json", prov)
         done = _existing(out / f"{stem}.jsonl", gen_key)
+        _check_same_inputs(out / f"{stem}.jsonl", done, {e.id: e for e in exs},
+                           {e.id: user_prefix + eval_user_prompt(e, instruction) for e in exs})
         _rescore(out / f"{stem}.jsonl", done, {e.id: e for e in exs}, math_verify_timeout_s)
         done_all[b] = done
         pending[b] = [e for e in exs if e.id not in done]
@@ -252,6 +314,9 @@ def run_eval(
         got = {k: v for k, v in be.provenance().items() if k in _GEN_FIELDS}
         if any(got.get(k) != prov.get(k) for k in got):
             raise CotdistillError(f"model: {model}: loaded model differs from its description ({got} vs {prov})")
+        from cotdistill.utils.runfolder import claim_folder
+
+        claim_folder(out, "eval")  # first write: only into an empty, new or cotdistill eval folder
         bar = tqdm(total=n_todo, desc="eval", unit="q", disable=not progress, dynamic_ncols=True)
         t_start = time.monotonic()
         try:
@@ -303,8 +368,17 @@ def run_eval(
         s["complete"] = len(recs) == len(exs)
         s["missing"] = len(exs) - len(recs)
         s["truncated"] = sum(r.get("finish_reason") == "length" for r in recs)
+        # prompts longer than the model's context: not generated, counted wrong, reported (models.generate_batch)
+        s["over_context"] = sum(r.get("finish_reason") == "over_context" for r in recs)
+        if s["over_context"]:
+            import sys
+
+            print(f"warning: {b}: {s['over_context']} of {len(recs)} question(s) are longer than the model's "
+                  "context: not answered, counted wrong (finish_reason over_context)", file=sys.stderr)
         s["mean_output_tokens"] = (sum(r.get("n_tokens", 0) for r in recs) / len(recs)) if recs else 0.0
         s["provenance"] = {k: v for k, v in prov.items()}
+        # content identity of the questions scored (ids, texts, options, gold), for comparing result folders
+        s["provenance"]["benchmark_sha"] = stable_hash([(e.id, e.question, e.choices, e.answer) for e in exs])
         summaries[b] = s
         atomic_write_json(out / f"{stem}.summary.json", s)
     # summary.json keeps other benchmarks evaluated into this folder earlier

@@ -468,6 +468,25 @@ _ITERS = {"mcc-kd": _iter_mcc_kd, "eit": _iter_eit, "sbs": _iter_sbs, "mentor-kd
           "store": _iter_store}
 
 
+def import_option_names(fmt: str) -> list[str]:
+    """The options importer ``fmt`` understands (its keyword parameters); anything else is a typo."""
+    import inspect
+
+    params = inspect.signature(_ITERS[fmt]).parameters.values()
+    return [p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD and p.name != "root"]
+
+
+def check_import_options(fmt: str, options: dict, where: str = "import options") -> None:
+    """Refuse options importer ``fmt`` does not know (a typo would silently change which records are imported)."""
+    if fmt not in _ITERS:
+        return
+    known = import_option_names(fmt)
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise CotdistillError(f"{where}: unknown option(s) {unknown} for format {fmt} "
+                              f"(known: {', '.join(known) or 'none'})")
+
+
 def default_path(fmt: str) -> Path:
     """The set's folder in the data dir (``data_dir()/teacher_rationales_*``)."""
     from cotdistill.utils.paths import data_dir
@@ -516,6 +535,7 @@ def import_rationales(
     if not root.exists():
         raise CotdistillError(f"{where}: {root}: folder not found" if where
                               else f"{root}: import {format}: folder not found")
+    check_import_options(format, options, f"{where.removesuffix('.path')}.options" if where else "import: --option")
     store = store if isinstance(store, RationaleStore) else RationaleStore(store)
     _check_store_folder(store)
     builder, records = _ITERS[format](root, **options)

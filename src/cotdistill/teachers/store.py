@@ -140,8 +140,11 @@ class RationaleStore:
     # ------------------------------------------------------------------ reading
 
     def iter_raw(self) -> Iterator[dict[str, Any]]:
-        """Every line of the file in order (a torn last line is skipped)."""
-        yield from read_jsonl(self.path)
+        """Every line of the file in order (a torn last line is skipped); a line whose key is not text is damage."""
+        for r in read_jsonl(self.path):
+            if r.get("key") is not None and not isinstance(r["key"], str):
+                raise CotdistillError(f"{self.path}: record key {r['key']!r}: not a string; the store is damaged")
+            yield r
 
     def latest(self) -> dict[str, dict[str, Any]]:
         """key -> winning record (latest ok, else latest error), in order of each key's first appearance."""

@@ -235,8 +235,9 @@ def synthesize(
     """
     from cotdistill.config import dump_config
 
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    from cotdistill.utils.runfolder import claim_folder
+
+    run_dir = claim_folder(Path(run_dir))  # an empty/new or cotdistill run folder, else refused unwritten
     store = RationaleStore(run_dir / STORE_SUBDIR)
     items = plan(config) if items is None else items
     lock = _exclusive_run_lock(store.dir)  # a second synthesize on the same store would send duplicates

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from cotdistill.config import Config
 from cotdistill.train.mode import train_mode
-from cotdistill.train.run import train
+from cotdistill.train.run import _is_main_process, train
 
 
 def train_method(config: Config, dataset_dir: str | os.PathLike, run_dir: str | os.PathLike) -> Path:
@@ -23,6 +23,10 @@ def train_method(config: Config, dataset_dir: str | os.PathLike, run_dir: str | 
     - everything else: :func:`train`.
     """
     run_dir = Path(run_dir)
+    if _is_main_process():  # before the first sub-run writes into it (edit_init/, experts/)
+        from cotdistill.utils.runfolder import claim_folder
+
+        claim_folder(run_dir)
     if config.method == "mode":
         return train_mode(config, dataset_dir, run_dir)
     if config.method == "edit" and config.edit.init_from == "std_cot":

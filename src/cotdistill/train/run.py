@@ -189,8 +189,15 @@ def train(
 
         collator = DualCotCollator(collator)
     method.collator, method.run_dir = collator, run_dir  # MIND batches L0 with it and caches its warm-up
+    from cotdistill.train.guards import check_answer_spans, check_final_loss, check_finite_parameters
+
+    check_answer_spans(collator, train_ds, str(dataset_dir), tc.max_seq_len)  # most answers cut: refused
 
     run_dir.mkdir(parents=True, exist_ok=True)
+    if _is_main_process():
+        from cotdistill.utils.runfolder import claim_folder
+
+        claim_folder(run_dir)  # never write into a folder that is not cotdistill's
     if _is_main_process() and not (run_dir / "config.yaml").exists():
         atomic_write_text(run_dir / "config.yaml", dump_config(config))
     bf16 = _bf16_enabled(tc.bf16)
@@ -207,6 +214,7 @@ def train(
         method=method,
         dynamics_path=run_dir / "dynamics.jsonl",
         callbacks=callbacks,
+        max_seq_len=tc.max_seq_len,
     )
     # after the Trainer placed the model on its device; methods skip work their restored state already has
     import inspect
@@ -227,6 +235,9 @@ def train(
     t0 = time.time()
     result = trainer.train(resume_from_checkpoint=ckpt)
     elapsed = time.time() - t0
+    # every rank checks (same weights under DDP), so none waits for a rank 0 that refuses to save
+    check_finite_parameters([trainer.model, *method.trainable_modules()], "the student")
+    check_final_loss(trainer, train_ds)
 
     if trainer.is_world_process_zero():
         _save_student(trainer, tok, config, run_dir, dataset_dir, model_prov, result, elapsed, bf16,

@@ -30,6 +30,7 @@ from transformers import ProgressCallback, Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from cotdistill.errors import CotdistillError
+from cotdistill.train.guards import StepGuard, check_finite_parameters, trainable_tokens
 from cotdistill.utils.io import append_jsonl, atomic_write_text, read_jsonl
 
 METHOD_STATE_NAME = "cotdistill_method.pt"
@@ -127,12 +128,18 @@ class DistillTrainer(Trainer):
     Args:
         method: the method instance.
         dynamics_path: ``run_dir/dynamics.jsonl`` (None: not written).
+        max_seq_len: ``train.max_seq_len`` (named in the guard's errors, see :mod:`cotdistill.train.guards`).
         **kwargs: passed to :class:`transformers.Trainer` (``model``, ``args``, datasets, ``data_collator``, ...).
     """
 
-    def __init__(self, *args, method, dynamics_path: str | os.PathLike | None = None, **kwargs):
+    def __init__(self, *args, method, dynamics_path: str | os.PathLike | None = None, max_seq_len: int | None = None,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self.method = method
+        # stop on a non-finite loss or a step with no trainable token (every rank, after the reduce)
+        self._guard = StepGuard(scaler_active=getattr(self.accelerator, "scaler", None) is not None,
+                                lr=self.args.learning_rate, max_seq_len=max_seq_len or 0)
+        self._step_tokens = 0
         self.dynamics_path = Path(dynamics_path) if dynamics_path else None
         self._step_losses: list[float] = []
         self._step_signals: list[dict[str, Any]] = []
@@ -150,6 +157,7 @@ class DistillTrainer(Trainer):
         if hasattr(self.optimizer, "train") and callable(self.optimizer.train):
             self.optimizer.train()
         inputs = self._prepare_inputs(inputs)
+        self._step_tokens += trainable_tokens(inputs)
         self.method.progress = TrainProgress(
             self.state.global_step, float(self.state.epoch or 0.0), self.state.max_steps, self._steps_per_epoch()
         )
@@ -205,10 +213,17 @@ class DistillTrainer(Trainer):
         losses, sigs = self._step_losses, self._step_signals
         self._step_losses, self._step_signals = [], []
         loss = torch.tensor(sum(losses) / max(1, len(losses)), device=self.args.device)
+        tokens = torch.tensor(float(self._step_tokens), device=self.args.device)
+        self._step_tokens = 0
         if self.args.world_size > 1:
             loss = self.accelerator.reduce(loss, reduction="mean")
-        if self.dynamics_path is None or not self.is_world_process_zero():
-            return
+            tokens = self.accelerator.reduce(tokens, reduction="sum")
+        if self.dynamics_path is not None and self.is_world_process_zero():
+            self._append_dynamics(state, lr, loss, sigs)
+        if losses:
+            self._guard.check(state.global_step, float(loss), int(tokens))
+
+    def _append_dynamics(self, state, lr: float | None, loss: torch.Tensor, sigs: list[dict[str, Any]]) -> None:
         append_jsonl(
             self.dynamics_path,
             [{"step": state.global_step, "epoch": round(float(state.epoch or 0.0), 6), "loss": float(loss),
@@ -225,7 +240,10 @@ class DistillTrainer(Trainer):
 
     # ------------------------------------------------------------------ checkpoints
     def _save_checkpoint(self, model, trial):
-        """Trainer checkpoint plus the method's state (rank 0), written before rotation can pick it as last."""
+        """Trainer checkpoint plus the method's state (rank 0), written before rotation can pick it as last.
+
+        Never written when a weight is NaN/inf (:func:`~cotdistill.train.guards.check_finite_parameters`)."""
+        check_finite_parameters([model, *self.method.trainable_modules()], f"checkpoint {self.state.global_step}")
         super()._save_checkpoint(model, trial)
         folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         if self.args.should_save:

@@ -49,6 +49,8 @@ from concurrent.futures import Future
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from cotdistill.errors import CotdistillError
+
 FAULTS = ("ok", "429", "500", "503", "timeout", "garbage", "empty", "400", "401")
 
 
@@ -315,24 +317,30 @@ def start_server(
         adapter, dtype, batch_size: for model-spec responders (LoRA adapter, dtype, max batch).
         reasoning_parser: split a leading ``<think>`` block into ``reasoning_content`` (module docstring).
     """
-    owned = isinstance(responder, str)
-    if owned:
-        responder = LocalModelResponder(responder, adapter=adapter, dtype=dtype, batch_size=batch_size)
-        name = model_name or responder.name
-    else:
-        name = model_name or "local"
     if isinstance(faults, (list, tuple)):  # iterators are checked lazily (unknown names act as ok)
         bad = [f for f in faults if str(f) not in FAULTS]
         if bad:
             raise ValueError(f"faults: unknown fault {bad[0]!r} (one of {', '.join(FAULTS)})")
-    state = {
-        "responder": responder, "owned": owned, "model_name": name,
+    state: dict[str, Any] = {
         "faults": iter(str(f) for f in (faults if faults is not None else ())),
         "lock": threading.Lock(), "log": [], "stop": threading.Event(),
         "retry_after": float(retry_after), "timeout_sleep_s": float(timeout_sleep_s),
         "reasoning_parser": bool(reasoning_parser),
     }
-    server = ThreadingHTTPServer((host, port), _make_handler(state))
+    # bind before loading a model: a port in use is a one-line error in a second, not after a long load
+    try:
+        server = ThreadingHTTPServer((host, port), _make_handler(state))
+    except OSError as e:
+        raise CotdistillError(f"{host}:{port}: cannot listen ({e.strerror or e}); choose another --port") from None
+    owned = isinstance(responder, str)
+    try:
+        if owned:
+            responder = LocalModelResponder(responder, adapter=adapter, dtype=dtype, batch_size=batch_size)
+    except BaseException:
+        server.server_close()
+        raise
+    state.update(responder=responder, owned=owned,
+                 model_name=model_name or (responder.name if owned else "local"))
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
                               name="openai-server", daemon=True)
