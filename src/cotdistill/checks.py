@@ -162,10 +162,11 @@ def check_config(cfg, source: str) -> None:
         raise CotdistillError(f"{source}: {e}") from None
     for i, spec in enumerate(cfg.data.imports):
         check_import_options(spec.format, spec.options, f"{source}: data.imports[{i}].options")
-    for method in dict.fromkeys([cfg.method, *cfg.compare.methods]):
+    for row in dict.fromkeys([cfg.method, *cfg.compare.methods]):
+        method = cfg.compare.method_of(row)
         if method in METHOD_NAMES:
             try:
-                cfg.effective_train(method)
+                (cfg if row == cfg.method else cfg.for_row(row)).effective_train(method)
             except CotdistillError as e:
                 raise CotdistillError(f"{source}: {str(e).removeprefix('config: ')}") from None
     diff = cfg.curate.difficulty
@@ -178,8 +179,9 @@ def check_files(cfg, source: str) -> None:
     for i, spec in enumerate(cfg.data.imports):
         if spec.path is not None and not Path(spec.path).expanduser().exists():
             raise CotdistillError(f"{source}: data.imports[{i}].path: {spec.path}: not found")
-    for method in dict.fromkeys([cfg.method, *cfg.compare.methods]):
-        tc = cfg.effective_train(method)
+    for row in dict.fromkeys([cfg.method, *cfg.compare.methods]):
+        method = cfg.compare.method_of(row)
+        tc = (cfg if row == cfg.method else cfg.for_row(row)).effective_train(method)
         if tc.init_adapter is not None and not Path(tc.init_adapter).expanduser().is_dir():
             raise CotdistillError(f"{source}: {method}.train.init_adapter: {tc.init_adapter}: folder not found")
     diff = cfg.curate.difficulty

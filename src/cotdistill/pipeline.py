@@ -354,6 +354,13 @@ def _one_writer(fn):
 
     @functools.wraps(fn)
     def wrapper(cfg: Config, **kwargs):
+        only = kwargs.get("only")
+        if only is None or "train" in only:
+            from cotdistill.methods.registry import missing_roles
+
+            problem = missing_roles(cfg)
+            if problem:  # before any stage and any write: hours of synthesis must not end in an untrainable method
+                raise CotdistillError(f"config: method: {problem}")
         if kwargs.get("dry_run") or not dist.is_main():
             return fn(cfg, **kwargs)
         with folder_lock(cfg.run_dir(), "cotdistill run"):
@@ -382,12 +389,6 @@ def run_pipeline(
     _fingerprints(stages)
     if only is not None:
         stages = [st for st in stages if st.name in only]
-    if any(st.name == "train" for st in stages):
-        from cotdistill.methods.registry import missing_roles
-
-        problem = missing_roles(cfg)
-        if problem:  # before any stage: hours of synthesis must not end in a method that cannot train
-            raise CotdistillError(f"config: method: {problem}")
     main = dist.is_main()
     state = _load_state(run_dir) if main else _read_state_quiet(run_dir)
     plan = [(st.name, _status(st, state)) for st in stages]
