@@ -216,6 +216,9 @@ def compare_cmd(
         "a final call without it writes the full table.")] = None,
     table: Annotated[bool, typer.Option(
         "--table", help="Train nothing: tabulate the finished cells and list the others as not run.")] = False,
+    results: Annotated[Optional[Path], typer.Option(
+        "--results", help="Also copy the table, data card and per-question outputs (no checkpoints) here, for "
+        "readers to check (e.g. results/compare_cpu).")] = None,
     sets: SetOption = [],
 ) -> None:
     """Train and evaluate methods x seeds on the same curated data; write compare.md/json (papers' layout)."""
@@ -225,7 +228,7 @@ def compare_cmd(
     chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods is not None else None
     cfg = _load(config, sets)
     preflight(cfg, str(config), echo=typer.echo)
-    run_compare(cfg, dry_run=dry_run, echo=typer.echo, methods=chosen, table_only=table)
+    run_compare(cfg, dry_run=dry_run, echo=typer.echo, methods=chosen, table_only=table, results_dir=results)
 
 
 @app.command("run")

@@ -433,8 +433,60 @@ def _cell_finished(mc: Config, eval_dir: Path, nll: bool) -> bool:
     return all((state.get(s) or {}).get("complete") for s in need) and eval_dir.is_dir()
 
 
+def export_results(shared: Path, cells: dict[str, list[Path]], out: Path) -> Path:
+    """Copy what a reader needs to check a comparison (no checkpoints) into ``out``: ``compare.{md,json}``, the
+    data card, and per cell (and the base student) the per-question evaluation JSONL (prompts dropped: the data
+    card and benchmark give them), summaries, held-out NLL JSONL and the training provenance (config dropped:
+    ``compare.json`` holds it). Refuses a non-empty ``out`` that is not an earlier export of this comparison."""
+    import shutil
+
+    from cotdistill.utils.io import read_jsonl
+
+    marker = out / "EXPORTED_FROM"
+    if out.exists() and any(out.iterdir()) and not (marker.is_file() and marker.read_text().strip() == str(shared)):
+        raise CotdistillError(f"{out}: --results: not empty and not an export of {shared}; choose another folder")
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+
+    def copy_eval(src: Path, dst: Path) -> None:
+        dst.mkdir(parents=True, exist_ok=True)
+        for f in sorted(src.glob("*.jsonl")):
+            rows = [{k: v for k, v in r.items() if k != "prompt"} for r in read_jsonl(f)]
+            (dst / f.name).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        for f in sorted(src.glob("*summary.json")):
+            shutil.copy2(f, dst / f.name)
+
+    for name in ("compare.md", "compare.json", "injected_share.png"):
+        if (shared / name).is_file():
+            shutil.copy2(shared / name, tmp / name)
+    for name in ("data_card.md", "data_card.json"):
+        if (shared / "dataset" / name).is_file():
+            shutil.copy2(shared / "dataset" / name, tmp / name)
+    copy_eval(shared / "eval" / "base", tmp / "base" / "eval")
+    if (shared / "nll" / "base").is_dir():
+        copy_eval(shared / "nll" / "base", tmp / "base" / "nll")
+    for row, dirs in cells.items():
+        for d in dirs:
+            cell = d.parent.parent  # <run>/<row>-s<seed>
+            copy_eval(d, tmp / cell.name / "eval")
+            if (cell / "nll" / d.name).is_dir():
+                copy_eval(cell / "nll" / d.name, tmp / cell.name / "nll")
+            prov = cell / "student" / "cotdistill_train.json"
+            if prov.is_file():
+                rec = {k: v for k, v in json.loads(prov.read_text()).items() if k not in ("config", "data_card")}
+                atomic_write_json(tmp / cell.name / "cotdistill_train.json", rec)
+            if (cell / "dynamics.jsonl").is_file():
+                shutil.copy2(cell / "dynamics.jsonl", tmp / cell.name / "dynamics.jsonl")
+    (tmp / "EXPORTED_FROM").write_text(str(shared) + "\n")
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out
+
+
 def run_compare(cfg: Config, *, dry_run: bool = False, echo: Callable[[str], None] = print,
-                methods: list[str] | None = None, table_only: bool = False) -> dict[str, Any] | None:
+                methods: list[str] | None = None, table_only: bool = False,
+                results_dir: str | Path | None = None) -> dict[str, Any] | None:
     """Run the shared stages once, then every (method, seed) cell; write ``compare.{md,json}``.
 
     ``table_only`` trains and evaluates nothing: it tabulates the cells that have finished and lists every other
@@ -523,4 +575,6 @@ def run_compare(cfg: Config, *, dry_run: bool = False, echo: Callable[[str], Non
     md += "\n" + probe_markdown(table["probe"], table) if "probe" in table else ""
     atomic_write_text(shared / "compare.md", md)
     echo(md)
+    if results_dir is not None:
+        echo(f"per-question results for readers: {export_results(shared, {m: cells[m] for m in chosen}, Path(results_dir))}")
     return table

@@ -215,6 +215,7 @@ def test_table_only_lists_cells_not_run(tmp_path):
 
     from cotdistill.compare import method_config, run_compare
     from cotdistill.config import Config
+    from cotdistill.errors import CotdistillError
 
     cfg = Config.model_validate({"run": {"name": "cmp", "output_dir": str(tmp_path)},
                                  "data": {"imports": [{"format": "mcc-kd"}]}, "eval": {"benchmarks": ["svamp"]},
@@ -236,3 +237,14 @@ def test_table_only_lists_cells_not_run(tmp_path):
     assert t["rows"]["std_cot"]["seeds"] == 2 and t["rows"]["mcc_kd"]["seeds"] == 1
     md = (tmp_path / "cmp" / "compare.md").read_text()
     assert "| sbs | not run |" in md and "not run yet (not in this table): mcc_kd seed 1, sbs seed 0, sbs seed 1" in md
+    # an export a reader can check: per-question outputs of every finished cell and the base, no checkpoints
+    out = tmp_path / "results"
+    run_compare(cfg, table_only=True, echo=lines.append, results_dir=out)
+    got = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert got == ["EXPORTED_FROM", "base/eval/svamp.jsonl", "compare.json", "compare.md", "mcc_kd-s0/eval/svamp.jsonl",
+                   "std_cot-s0/eval/svamp.jsonl", "std_cot-s1/eval/svamp.jsonl"]
+    run_compare(cfg, table_only=True, echo=lines.append, results_dir=out)  # refreshing its own export is fine
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "x").write_text("user data")
+    with pytest.raises(CotdistillError, match="not empty and not an export"):
+        run_compare(cfg, table_only=True, echo=lines.append, results_dir=tmp_path / "other")
