@@ -551,11 +551,6 @@ class CompareConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> CompareConfig:
-        for field, items in (("methods", self.methods), ("seeds", self.seeds)):
-            dup = sorted({str(x) for x in items if items.count(x) > 1})
-            if dup:
-                raise ValueError(f"{field}: given twice: {', '.join(dup)} (each cell would be tabulated as its own "
-                                 "seed/row while it is one training run)")
         for name in self.methods:
             if name not in METHOD_NAMES and name not in self.variants:
                 raise ValueError(f"methods: {name!r} is neither a method ({', '.join(METHOD_NAMES)}) nor a "

@@ -47,7 +47,7 @@ def test_dual_cot_round_links_twins_and_edit_trains_on_them(tmp_path, tiny_model
         raw = yaml.safe_load(path.read_text())
         raw["synthesis"] = {"dual_cot": True}
         raw["curate"] = {"keep_rejected": True, "eval_guard": []}
-        raw["eval"] = {"benchmarks": []}
+        raw["eval"] = {"benchmarks": ["svamp"]}
         raw["method"] = "edit"
         raw["train"] = {"model": str(tiny_model_dir)}
         path.write_text(yaml.safe_dump(raw))

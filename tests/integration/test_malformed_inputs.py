@@ -168,8 +168,8 @@ def _dataset_outside(long_questions: int, short_questions: int):
     # HF datasets writes cache files next to a dataset it maps, so it lives beside the watched folder
     def build(dst: Path, ctx: dict) -> None:
         _path_dataset(ctx["t"].parent / "ds", long_questions, short_questions)
-        dst.write_text("train:\n  model: {model}\n  max_seq_len: 128\n  gradient_checkpointing: false\n"
-                       "  report_to: []\n".replace("{model}", str(ctx["model"])))
+        dst.write_text("std_cot: {paths: all}\ntrain:\n  model: {model}\n  max_seq_len: 128\n"
+                       "  gradient_checkpointing: false\n  report_to: []\n".replace("{model}", str(ctx["model"])))
 
     return build
 

@@ -98,13 +98,13 @@ def test_cli_train_with_set_and_verbose(tmp_path, tiny_model_dir):
     sys.path.insert(0, str(HERE))
     from test_trainer import make_dataset
 
-    make_dataset(tmp_path / "runs" / "r" / "dataset", n=2)
+    make_dataset(tmp_path / "ds", n=2)  # outside the run folder, which train claims as cotdistill's
     cfg = _write(tmp_path / "c.yaml", {
-        "run": {"name": "r", "output_dir": str(tmp_path / "runs")}, "method": "std_cot",
+        "run": {"name": "r", "output_dir": str(tmp_path / "runs")}, "method": "std_cot", "std_cot": {"paths": "all"},
         "train": {"model": str(tiny_model_dir), "max_steps": 1, "grad_accum": 1, "save_steps": 1, "lr": 1e-3,
                   "max_seq_len": 96, "gradient_checkpointing": False, "report_to": [], "paths_micro_batch": 2,
                   "trainer_args": {"adam_beta2": 0.95}}})
-    r = _cli("train", cfg, "--set", "train.learning_rate=1e-4", "-v")
+    r = _cli("train", cfg, "--dataset", str(tmp_path / "ds"), "--set", "train.learning_rate=1e-4", "-v")
     assert r.returncode == 0, r.stderr[-3000:]
     run = tmp_path / "runs" / "r"
     assert "student:" in r.stdout and "INFO cotdistill.train.run: student saved to" in r.stderr

@@ -113,7 +113,7 @@ def test_check_finite_parameters_names_the_parameter():
 
 def test_answer_spans_are_counted_and_most_cut_refused(tiny_model_dir, capsys):
     from cotdistill.models import load_tokenizer
-    from cotdistill.train.collate import PathCollator
+    from cotdistill.pathset.collate import PathCollator
 
     col = PathCollator(load_tokenizer(tiny_model_dir), max_seq_len=128, student_instruction="Think.",
                        label_vocab=["p"])
@@ -197,7 +197,7 @@ def test_run_exits_non_zero_and_marks_nothing_complete(tiny_model_dir, tmp_path,
                                       '"answer": "5"}\n')
     cfg = {"run": {"name": "r", "output_dir": str(tmp_path / "runs")},
            "data": {"imports": [{"format": "store", "path": str(tmp_path / "src")}]},
-           "curate": {"eval_guard": []},
+           "curate": {"eval_guard": []}, "std_cot": {"paths": "all"},  # the store's paths are perspectives
            "train": {"model": str(tiny_model_dir), "max_steps": 4, "grad_accum": 1, "save_steps": 1, "bf16": False,
                      "max_seq_len": 128, "gradient_checkpointing": False, "report_to": []} | train_over,
            "eval": {"benchmarks": [f"jsonl:{tmp_path / 'q.jsonl'}"], "max_new_tokens": 2},

@@ -44,7 +44,7 @@ def trainable_tokens(batch: dict) -> int:
 def check_answer_spans(collator, dataset, where: str, max_seq_len: int) -> dict[str, int]:
     """Encode every path as training will and count those whose answer span was cut by truncation.
 
-    ``collator`` is the run's :class:`~cotdistill.train.collate.PathCollator` (or EDIT's dual collator, whose
+    ``collator`` is the run's :class:`~cotdistill.pathset.collate.PathCollator` (or EDIT's dual collator, whose
     ``base`` is one); ``dataset`` rows hold ``paths``. Returns ``{"paths", "answer_cut", "no_target"}``.
     Raises when more than :data:`MAX_CUT_FRACTION` of the paths lost their answer; logs a warning naming the
     count when some did.
