@@ -84,10 +84,15 @@ def inject_paths(kept: dict[str, list[dict]], *, fraction: float, kinds: list[st
         own = [p for p in kept[qid] if p.get("role") != STANDARD] or list(kept[qid])
         qrng = random.Random(f"inject/{seed}/{qid}")
         for kind in kinds:
-            src = qrng.choice(own)
+            # a source long enough for the kind (shuffling needs 3 steps, cutting 2), else the kind is skipped
+            need = {"shuffled": 3, "truncated": 2}.get(kind, 0)
+            fit = [p for p in own if len(steps(p["text"])) >= need]
+            src = qrng.choice(fit) if fit else None
             if kind == "off_topic":
                 other = qrng.choice([q for q in qids if q != qid]) if len(qids) > 1 else None
                 text = qrng.choice(kept[other])["text"] if other else None
+            elif src is None:
+                text = None
             elif kind == "shuffled":
                 text = shuffled_steps(src["text"], qrng)
             else:
