@@ -8,7 +8,8 @@ with ``continuous=False``: static batches of ``batch_size`` through ``model.gene
 Left padding keeps every prompt's last token at the same position, so the first generated token of
 each row follows its own prompt; the attention mask (not token ids: SmolLM2's pad token is its
 end-of-turn token) tells the model which positions are padding. Sorting prompts by length keeps
-padding small; the longest prompts run first so that an out-of-memory error shows up at once.
+padding small; the longest prompts run first so that an out-of-memory error shows up at once. Both modes
+give the same tokens: continuous batching reproduces the static batches exactly (see continuous.py).
 """
 
 from __future__ import annotations
@@ -83,7 +84,9 @@ class HFBackend(EvalBackend):
         torch.manual_seed(seed)
         rendered = [(r, self.render(r.messages)) for r in requests]
         ids = {r.key: self.tok(p, add_special_tokens=False)["input_ids"] for r, p in rendered}
-        rendered.sort(key=lambda rp: (-len(ids[rp[0].key]), rp[0].key))
+        # longest first, ties by prompt text: lm-evaluation-harness's order, so its batches at the same batch size
+        # are ours (in bf16 a row's tokens depend on its batch, so this keeps results comparable with it)
+        rendered.sort(key=lambda rp: (-len(ids[rp[0].key]), rp[1], rp[0].key))
         if not self.continuous:
             for start in range(0, len(rendered), self.batch_size):
                 chunk = rendered[start:start + self.batch_size]
