@@ -111,12 +111,23 @@ def spread(values: list[float]) -> dict:
             "values": [round(x, 4) for x in values]}
 
 
+def git_commit() -> str | None:
+    """The commit the measured code came from (``BENCH_GIT_COMMIT`` for a copy outside git), else None."""
+    if os.environ.get("BENCH_GIT_COMMIT"):
+        return os.environ["BENCH_GIT_COMMIT"]
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def save_result(kind: str, label: str, payload: dict) -> Path:
     """Write ``benchmarks/results/<kind>-<label>-<UTC stamp>.json`` (sorted keys, small) and return its path."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     path = RESULTS_DIR / f"{kind}-{label}-{stamp}.json"
-    payload = {"benchmark": kind, "label": label, "command": command_line(), **payload}
+    payload = {"benchmark": kind, "label": label, "command": command_line(), "git_commit": git_commit(), **payload}
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
     tmp.replace(path)
