@@ -14,8 +14,8 @@ Per-token time = the HF Trainer loop (``on_train_begin`` → ``on_train_end``) �
 sequences (identical for every method). The one-off ``Method.prepare`` runs before the loop and is timed
 separately. MIND's (sentence-encoder pass over every path, the no-grad L0 pass over every path, the MetaNet
 warm-up epochs) grows with the dataset, so the variant ``mind_prepare`` runs it on the CPU comparison's dataset
-size (``--prepare-questions`` = 300 questions × K paths; then one training step) in each round. Two ratios per
-round:
+size (``--prepare-questions`` = 300 questions × K paths; then one training step) in each round, with an empty
+embedding cache (as a first run has). Two ratios per round:
 
 * per token: ``ms/token(method) ÷ ms/token(Std-CoT)`` (prepare excluded);
 * realistic run (MIND): ``(prepare_300 + tokens_300 × ms/token(MIND)) ÷ (tokens_300 × ms/token(Std-CoT))``, i.e. a
@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -56,6 +57,16 @@ def worker(name: str, spec: dict, out: str) -> None:
     model_spec = T._model_spec(spec)
     tmp = Path(spec["tmp"])
     prepare_only = name == "mind_prepare"
+    # a fresh cache folder (sharing only the converted model): MIND's sentence-encoder vectors are cached on disk by
+    # text, and a real first run computes them, so no round may reuse another round's vectors
+    from cotdistill.utils.paths import cache_dir
+
+    real_cache = cache_dir()
+    fresh = tmp / f"cache-{name}-{os.getpid()}"
+    fresh.mkdir()
+    if (real_cache / "models").is_dir():
+        (fresh / "models").symlink_to(real_cache / "models")
+    os.environ["COTDISTILL_CACHE_DIR"] = str(fresh)
     method = "mind" if prepare_only else name
     n_q = spec["prepare_questions"] if prepare_only else spec["questions"]
     ds_dir = tmp / f"paths-{n_q}"
