@@ -18,6 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+RESULTS_DIR = ROOT / "benchmarks" / "results"  # one small JSON per run; RESULTS.md's tables are made from them
 SVAMP_MCC_KD = Path("/work/shared/data/teacher_rationales_mcc_kd/data/SVAMP/train.json")
 
 
@@ -85,10 +86,53 @@ def run_worker(script: str, name: str, spec: dict, timeout: float = 3600) -> dic
     return res
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process so far (one thread: about the wall time on an idle core)."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
 def write_worker_result(path: str, result: dict) -> None:
-    """Add peak RSS and write the worker's result JSON."""
+    """Add peak RSS, CPU time and the load average at the end, and write the worker's result JSON."""
     result["peak_rss_mib"] = round(peak_rss_mib(), 1)
+    result["process_cpu_seconds"] = round(cpu_seconds(), 1)
+    result["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     Path(path).write_text(json.dumps(result, indent=1))
+
+
+def spread(values: list[float]) -> dict:
+    """Median, min, max and every value (rounded) of a list of per-round figures."""
+    v = sorted(values)
+    if not v:
+        return {"median": None, "min": None, "max": None, "values": []}
+    mid = len(v) // 2
+    med = v[mid] if len(v) % 2 else (v[mid - 1] + v[mid]) / 2
+    return {"median": round(med, 4), "min": round(v[0], 4), "max": round(v[-1], 4),
+            "values": [round(x, 4) for x in values]}
+
+
+def git_commit() -> str | None:
+    """The commit the measured code came from (``BENCH_GIT_COMMIT`` for a copy outside git), else None."""
+    if os.environ.get("BENCH_GIT_COMMIT"):
+        return os.environ["BENCH_GIT_COMMIT"]
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def save_result(kind: str, label: str, payload: dict) -> Path:
+    """Write ``benchmarks/results/<kind>-<label>-<UTC stamp>.json`` (sorted keys, small) and return its path."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    path = RESULTS_DIR / f"{kind}-{label}-{stamp}.json"
+    payload = {"benchmark": kind, "label": label, "command": command_line(), "git_commit": git_commit(), **payload}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    print(f"wrote {path}")
+    return path
 
 
 def command_line() -> str:
@@ -184,16 +228,21 @@ def median_run(runs: list[dict], key: str) -> dict:
 
 
 def run_rounds(script: str, variants: list[str], spec: dict, rounds: int) -> dict[str, list[dict]]:
-    """Run every variant's worker ``rounds`` times (interleaved); a failing variant is recorded, not fatal."""
+    """Run every variant's worker ``rounds`` times (interleaved: round 1 runs every variant, then round 2, ...;
+    the order rotates by one each round so that no variant always runs first), each in a fresh process; a
+    failing variant is recorded, not fatal. Each result carries ``round`` and the load average at its start."""
     runs: dict[str, list[dict]] = {}
     for rnd in range(rounds):
-        for v in variants:
+        order = variants[rnd % len(variants):] + variants[:rnd % len(variants)]
+        for v in order:
             print(f"--- round {rnd + 1}: {v} ...", flush=True)
+            load0 = [round(x, 2) for x in os.getloadavg()]
             try:
                 r = run_worker(script, v, spec)
             except Exception as e:  # noqa: BLE001
                 print(f"{v} FAILED: {e}")
                 r = {"variant": v, "error": str(e).splitlines()[0][:200]}
-            print(json.dumps(r), flush=True)
+            r["round"], r["loadavg_start"] = rnd + 1, load0
+            print(json.dumps({k: x for k, x in r.items() if k != "samples"}), flush=True)
             runs.setdefault(v, []).append(r)
     return runs

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -187,11 +188,13 @@ def main() -> None:
             for rnd in range(a.repeat or (2 if a.quick else 3)):
                 for v in variants:
                     print(f"--- round {rnd + 1}: {v} ...", flush=True)
+                    load0 = [round(x, 2) for x in os.getloadavg()]
                     try:
                         r = C.run_worker(__file__, v, spec)
                     except Exception as e:  # noqa: BLE001
                         print(f"{v} FAILED: {e}")
                         r = {"variant": v, "error": str(e).splitlines()[0][:300]}
+                    r["loadavg_start"] = load0
                     print(json.dumps(r), flush=True)
                     runs.setdefault(v, []).append(r)
     finally:
@@ -235,7 +238,21 @@ def main() -> None:
             body += (" Per-round overhead (cotdistill round i vs the same raw client's round i): "
                      + ", ".join(f"{x:+.1%}" for x in allo) + ".")
     print(body)
-    C.append_results("Synthesis: cotdistill synthesize vs raw httpx", info0, info1, body)
+    # result file for make_results.py: per round, our wall ÷ the faster raw client's wall in that round - 1
+    per_round = []
+    for i in range(len(runs.get("cotdistill", []))):
+        o = runs["cotdistill"][i]
+        raw = [runs[v][i] for v in variants[1:] if "error" not in runs[v][i]]
+        if "error" not in o and raw:
+            per_round.append(o["seconds"] / min(r["seconds"] for r in raw) - 1)
+    rounds = [{"round": i + 1, "variants": {v: {**runs[v][i], "loadavg_start": runs[v][i].get("loadavg_start")}
+                                            for v in variants}} for i in range(len(runs.get("cotdistill", [])))]
+    C.save_result("synthesis_overhead", f"{9 * q}req-{a.latency_ms:g}ms", {
+        "date_utc": info0["date_utc"], "machine": info0, "machine_after": info1,
+        "settings": {"questions": q, "requests": 9 * q, "concurrency": a.concurrency, "latency_ms": a.latency_ms,
+                     "rounds": len(rounds), "variants": variants},
+        "rounds": rounds, "summary": {"overhead": C.spread(per_round), "body_md": body},
+    })
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Std-CoT training throughput and peak memory: cotdistill vs TRL ``SFTTrainer`` on the same data and settings.
 
-    python benchmarks/train_vs_trl.py --quick          # a few minutes on 2 CPU cores
-    python benchmarks/train_vs_trl.py                   # longer, less noisy
+    python benchmarks/train_vs_trl.py                   # 24 questions x K=4, seq 512, 3 rounds (~45 CPU-min)
+    python benchmarks/train_vs_trl.py --model tiny --questions 4 --rounds 1   # script check (seconds)
 
 Data: the first ``Q`` questions of the MCC-KD SVAMP rationales, ``K`` sampled rationales each (final answer line
 stripped, the shared ``The answer is: {gold}`` suffix appended by our collator). Both tools train on the SAME
@@ -26,10 +26,16 @@ data loading + collation + forward/backward/optimizer; model loading and TRL's d
 * ``trl_packed``: SFTTrainer, ``packing=True`` (BFD, padding-free), rows of about ``K`` sequences' tokens, batch 1.
 * ``trl_padded``: SFTTrainer with its default padded collator, batch ``K``.
 
-Metric: trained tokens/s = real (non-padding) tokens / seconds. "steady" (the headline) excludes the first
-optimizer step (one-off allocator/autocast/lazy-init costs that can reach seconds on a shared CPU): tokens of
-steps 2..N (counted per collated batch) ÷ time from the end of step 1 to the end of step N. "whole loop" counts
-every token of the epoch (identical for every variant: same sequences, one epoch) over the whole loop.
+Metric: trained tokens/s = real (non-padding) tokens / seconds. "whole loop" (the headline) counts every token
+of the epoch (identical for every variant: same sequences, one epoch) over the whole loop; "CPU" divides by the
+process's CPU seconds in the loop instead (one thread: robust to waiting for a core on a shared machine);
+"steady" excludes the first optimizer step (one-off allocator/autocast/lazy-init costs): tokens of steps 2..N
+(counted per collated batch) ÷ time from the end of step 1 to the end of step N.
+
+Rounds: every variant runs once per round in a fresh process, rounds interleaved (``--rounds``, default 3). Per
+round, the speed-up of cotdistill over each TRL variant and over the round's fastest TRL variant; the result file
+(``benchmarks/results/train_vs_trl-<label>-<stamp>.json``) has every round, the load average at the start and end
+of each process, and the median, min and max. ``python benchmarks/make_results.py`` renders RESULTS.md.
 """
 
 from __future__ import annotations
@@ -46,10 +52,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 VARIANTS = ["cotdistill", "cotdistill_shared", "trl_padding_free", "trl_packed", "trl_padded"]
+DEFAULT_VARIANTS = ["cotdistill_shared", "trl_padded", "trl_padding_free", "trl_packed"]  # shared: our default
 LR = 1e-4
 
 
 # ---------------------------------------------------------------------------------------------- worker side
+def _cpu() -> float:
+    return C.cpu_seconds()
+
+
 def _timer_callback():
     from transformers import TrainerCallback
 
@@ -63,6 +74,7 @@ def _timer_callback():
 
         def on_train_begin(self, args, state, control, **kw):
             self.t_begin = time.perf_counter()
+            self.cpu_begin = _cpu()
             self.batch_tokens.clear()  # drop batches collated before the loop (MIND's L0 pass)
 
         def on_step_end(self, args, state, control, **kw):
@@ -74,6 +86,7 @@ def _timer_callback():
 
         def on_train_end(self, args, state, control, **kw):
             self.t_end = time.perf_counter()
+            self.cpu_end = _cpu()
 
     return Timer()
 
@@ -96,7 +109,9 @@ def steady_stats(timer) -> dict:
     """
     loop_s = timer.t_end - timer.t_begin
     tokens = sum(timer.batch_tokens)
-    out = {"loop_seconds": round(loop_s, 2), "loop_tokens": tokens, "tokens_per_s_loop": round(tokens / loop_s, 1)}
+    cpu_s = timer.cpu_end - timer.cpu_begin
+    out = {"loop_seconds": round(loop_s, 2), "loop_tokens": tokens, "tokens_per_s_loop": round(tokens / loop_s, 1),
+           "loop_cpu_seconds": round(cpu_s, 2), "tokens_per_cpu_s_loop": round(tokens / cpu_s, 1)}
     n = len(timer.step_times)
     if n >= 2 and len(timer.batch_tokens) >= n:
         dt = timer.step_times[-1] - timer.step_times[0]
@@ -133,11 +148,11 @@ def _config(spec: dict, model: str, share_prompt: bool = False):
     })
 
 
-def _encoded(spec: dict, tok, cfg) -> list[dict]:
+def _encoded(spec: dict, tok, cfg, rows: list[dict] | None = None) -> list[dict]:
     """Every (question, path) sequence as our collator builds it: ids + completion mask."""
     from cotdistill.pathset.collate import PathCollator, build_label_vocab
 
-    rows = C.svamp_path_rows(spec["questions"], spec["k"])
+    rows = rows if rows is not None else C.svamp_path_rows(spec["questions"], spec["k"])
     col = PathCollator(tok, max_seq_len=cfg.train.max_seq_len, student_instruction=cfg.data.student_instruction,
                        answer_suffix=cfg.data.answer_suffix, label_vocab=build_label_vocab(rows))
     out = []
@@ -162,6 +177,41 @@ def patch_path_collator(timer) -> None:
         return batch
 
     PathCollator.__call__ = call
+
+
+def trl_trainer(name: str, model, tok, seqs: list[dict], cfg, *, k: int, grad_ckpt: bool, bf16: bool, out_dir,
+                callbacks: list):
+    """A TRL ``SFTTrainer`` for variant ``name`` on the pre-tokenized ``seqs`` with cotdistill's LoRA settings."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import SFTConfig, SFTTrainer
+
+    ds = Dataset.from_list(seqs)
+    lc = cfg.train.lora
+    mean_len = sum(len(s["input_ids"]) for s in seqs) / len(seqs)
+    extra = {
+        "trl_padding_free": {"padding_free": True, "max_length": None, "per_device_train_batch_size": k},
+        "trl_packed": {"packing": True, "packing_strategy": "bfd",
+                       "max_length": max(cfg.train.max_seq_len, int(k * mean_len + 63) // 64 * 64),
+                       "per_device_train_batch_size": 1},
+        "trl_padded": {"max_length": cfg.train.max_seq_len, "per_device_train_batch_size": k},
+    }[name]
+    args = SFTConfig(
+        output_dir=str(out_dir), gradient_accumulation_steps=1, learning_rate=cfg.train.lr,
+        weight_decay=cfg.train.weight_decay, lr_scheduler_type="constant", num_train_epochs=1,
+        max_grad_norm=cfg.train.max_grad_norm, optim="adamw_torch", bf16=bf16,
+        gradient_checkpointing=grad_ckpt,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if grad_ckpt else None,
+        logging_steps=1, save_strategy="no", report_to="none", seed=0, data_seed=0,
+        completion_only_loss=True, use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
+        disable_tqdm=True, **extra,
+    )
+    return SFTTrainer(
+        model=model, args=args, train_dataset=ds, processing_class=tok, callbacks=callbacks,
+        peft_config=LoraConfig(r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout, bias=lc.bias,
+                               target_modules=list(lc.target_modules), task_type="CAUSAL_LM"),
+    )
 
 
 def worker(name: str, spec: dict, out: str) -> None:
@@ -191,39 +241,11 @@ def worker(name: str, spec: dict, out: str) -> None:
         train(cfg, ds_dir, run_dir, resume=False, callbacks=[timer])
         steps = sum(1 for _ in open(run_dir / "dynamics.jsonl"))
     else:
-        from datasets import Dataset
-        from peft import LoraConfig
-        from trl import SFTConfig, SFTTrainer
-
         model, tok, _ = load_model_and_tokenizer(model_spec, dtype="float32", for_training=True,
                                                  attn_implementation=cfg.train.attn_implementation)
         seqs = _encoded(spec, tok, cfg)
-        ds = Dataset.from_list(seqs)
-        lc = cfg.train.lora
-        k = spec["k"]
-        mean_len = sum(len(s["input_ids"]) for s in seqs) / len(seqs)
-        extra = {
-            "trl_padding_free": {"padding_free": True, "max_length": None, "per_device_train_batch_size": k},
-            "trl_packed": {"packing": True, "packing_strategy": "bfd",
-                           "max_length": max(cfg.train.max_seq_len, int(k * mean_len + 63) // 64 * 64),
-                           "per_device_train_batch_size": 1},
-            "trl_padded": {"max_length": cfg.train.max_seq_len, "per_device_train_batch_size": k},
-        }[name]
-        args = SFTConfig(
-            output_dir=str(tmp / f"run-{name}"), gradient_accumulation_steps=1, learning_rate=LR,
-            weight_decay=cfg.train.weight_decay, lr_scheduler_type="constant", num_train_epochs=1,
-            max_grad_norm=cfg.train.max_grad_norm, optim="adamw_torch", bf16=bf16,
-            gradient_checkpointing=spec["grad_ckpt"],
-            gradient_checkpointing_kwargs={"use_reentrant": False} if spec["grad_ckpt"] else None,
-            logging_steps=1, save_strategy="no", report_to="none", seed=0, data_seed=0,
-            completion_only_loss=True, use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
-            disable_tqdm=True, **extra,
-        )
-        trainer = SFTTrainer(
-            model=model, args=args, train_dataset=ds, processing_class=tok, callbacks=[timer],
-            peft_config=LoraConfig(r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout, bias=lc.bias,
-                                   target_modules=list(lc.target_modules), task_type="CAUSAL_LM"),
-        )
+        trainer = trl_trainer(name, model, tok, seqs, cfg, k=spec["k"], grad_ckpt=spec["grad_ckpt"], bf16=bf16,
+                              out_dir=tmp / f"run-{name}", callbacks=[timer])
         trainer.data_collator = count_tokens(timer, trainer.data_collator,
                                              lambda feats: sum(len(f["input_ids"]) for f in feats))
         trainer.train()
@@ -244,17 +266,27 @@ def worker(name: str, spec: dict, out: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- driver side
+def _round_ratios(rnd: dict[str, dict], ours: str, key: str) -> dict:
+    """cotdistill ÷ each TRL variant (and ÷ the round's fastest TRL variant) on metric ``key`` in one round."""
+    if ours not in rnd or "error" in rnd[ours]:
+        return {}
+    trl = {v: r for v, r in rnd.items() if v.startswith("trl") and "error" not in r}
+    out = {v: round(rnd[ours][key] / r[key], 4) for v, r in trl.items()}
+    if trl:
+        best = max(trl, key=lambda v: trl[v][key])
+        out["best_trl"], out["best_trl_variant"] = round(rnd[ours][key] / trl[best][key], 4), best
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="small run (a few minutes on 2 cores)")
     ap.add_argument("--model", default="smollm2-135m-instruct", help="model spec, or 'tiny' (random tiny Llama)")
-    ap.add_argument("--questions", type=int, default=None, help="questions (= optimizer steps of cotdistill)")
+    ap.add_argument("--questions", type=int, default=24, help="questions (= optimizer steps of cotdistill)")
     ap.add_argument("--k", type=int, default=4, help="paths per question")
     ap.add_argument("--max-seq-len", type=int, default=512)
     ap.add_argument("--no-grad-ckpt", action="store_true", help="disable gradient checkpointing (all variants)")
-    ap.add_argument("--variants", default=",".join(VARIANTS))
-    ap.add_argument("--repeat", type=int, default=None,
-                    help="rounds over all variants, interleaved (default 1 quick, 2 full); the median is reported")
+    ap.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help=f"any of {', '.join(VARIANTS)}")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds over all variants")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--spec", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
@@ -269,48 +301,47 @@ def main() -> None:
         resolve_model_path(a.model)  # convert the GGUF once, outside the measured processes
     info0 = C.machine_info()
     print(json.dumps(info0, indent=1))
-    q = a.questions or (12 if a.quick else 40)
+    variants = a.variants.split(",")
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
-        spec = {"tmp": tmp, "model": a.model, "questions": q, "k": a.k, "max_seq_len": a.max_seq_len,
+        spec = {"tmp": tmp, "model": a.model, "questions": a.questions, "k": a.k, "max_seq_len": a.max_seq_len,
                 "grad_ckpt": not a.no_grad_ckpt}
-        runs = C.run_rounds(__file__, a.variants.split(","), spec, a.repeat or (1 if a.quick else 2))
+        runs = C.run_rounds(__file__, variants, spec, a.rounds)
     info1 = C.machine_info()
-    results = [C.median_run(rs, "tokens_per_s") for rs in runs.values()]
-    ok = {r["variant"]: r for r in results if "error" not in r}
-    # the speed-up column is relative to the faster cotdistill variant measured
-    ours = max((ok[v] for v in ("cotdistill", "cotdistill_shared") if v in ok), key=lambda r: r["tokens_per_s"],
-               default=None)
-    rows = []
-    for r in results:
-        if "error" in r:
-            rows.append([r["variant"], "failed: " + r["error"]] + [""] * 8)
-            continue
-        ratio = f"{ours['tokens_per_s'] / r['tokens_per_s']:.2f}x" if ours else ""
-        allv = r.get("all_tokens_per_s", [])
-        tps = f"{r['tokens_per_s']}" + (f" (runs: {', '.join(map(str, allv))})" if len(allv) > 1 else "")
-        rows.append([r["variant"], r["steps"], r["tokens"], r["loop_seconds"], r["tokens_per_s_loop"], tps,
-                     r["steady_seconds_per_step"], r["peak_rss_mib"], ratio,
-                     f"{r['first_loss']:.3f} → {r['last_loss']:.3f}" if r.get("first_loss") is not None else ""])
-    table = C.md_table(["variant", "steps", "tokens", "loop s", "tokens/s (whole loop)",
-                        "tokens/s (steady, median)", "steady s/step", "peak RSS MiB",
-                        f"{ours['variant'] if ours else 'cotdistill'} speed-up (steady)",
-                        "logged loss first → last"], rows)
-    model_desc = "tiny random Llama (cotdistill.utils.tiny)" if a.model == "tiny" else f"`{a.model}` (real weights)"
-    bf16 = results[0].get("bf16") if results else None
-    body = (f"Std-CoT training, {model_desc}, {q} questions × K={a.k} SVAMP (MCC-KD) rationales, one epoch, "
-            f"LoRA r16, max_seq_len {a.max_seq_len}, bf16 autocast {bf16}, gradient checkpointing "
-            f"{not a.no_grad_ckpt}. Speed-up = {ours['variant'] if ours else 'cotdistill'} tokens/s ÷ variant "
-            "tokens/s (goal ≥ 1.2× vs TRL's best).\n\n"
-            + table)
-    if "cotdistill" in ok and "cotdistill_shared" in ok:
-        sh, un = ok["cotdistill_shared"], ok["cotdistill"]
-        body += (f"\n\n**train.share_prompt speed-up (cotdistill_shared ÷ cotdistill tokens/s, steady median): "
-                 f"{sh['tokens_per_s'] / un['tokens_per_s']:.2f}×** (whole loop "
-                 f"{sh['tokens_per_s_loop'] / un['tokens_per_s_loop']:.2f}×); peak RSS {sh['peak_rss_mib']} vs "
-                 f"{un['peak_rss_mib']} MiB. Both train on identical sequences; the packed forward computes each "
-                 "question's prompt once.")
-    print(body)
-    C.append_results("Training: cotdistill Std-CoT vs TRL SFTTrainer", info0, info1, body)
+    ours = "cotdistill_shared" if "cotdistill_shared" in variants else "cotdistill"
+    rounds = []
+    for i in range(a.rounds):
+        rnd = {v: runs[v][i] for v in variants}
+        rounds.append({"round": i + 1, "variants": rnd,
+                       "speedup": _round_ratios(rnd, ours, "tokens_per_s_loop"),
+                       "speedup_cpu": _round_ratios(rnd, ours, "tokens_per_cpu_s_loop"),
+                       "speedup_steady": _round_ratios(rnd, ours, "tokens_per_s")})
+    ok = {v: [r for r in runs[v] if "error" not in r] for v in variants}
+    summary = {"ours": ours, "tokens_per_s": {}, "tokens_per_cpu_s": {}, "speedup": {}, "speedup_cpu": {}}
+    for v in variants:
+        summary["tokens_per_s"][v] = C.spread([r["tokens_per_s_loop"] for r in ok[v]])
+        summary["tokens_per_cpu_s"][v] = C.spread([r["tokens_per_cpu_s_loop"] for r in ok[v]])
+    for v in [x for x in variants if x.startswith("trl")] + ["best_trl"]:
+        for key in ("speedup", "speedup_cpu"):
+            summary[key][v] = C.spread([r[key][v] for r in rounds if v in r[key]])
+    trl_meds = {v: summary["tokens_per_s"][v]["median"] for v in variants
+                if v.startswith("trl") and summary["tokens_per_s"][v]["median"]}
+    if trl_meds and summary["tokens_per_s"][ours]["median"]:
+        best = max(trl_meds, key=trl_meds.get)
+        summary["best_trl_by_median"] = best
+        summary["speedup_vs_best_median"] = round(summary["tokens_per_s"][ours]["median"] / trl_meds[best], 4)
+    first = next((r for v in variants for r in ok[v]), {})
+    payload = {
+        "date_utc": info0["date_utc"], "machine": info0, "machine_after": info1,
+        "settings": {"model": a.model, "questions": a.questions, "k": a.k, "max_seq_len": a.max_seq_len,
+                     "gradient_checkpointing": not a.no_grad_ckpt, "bf16_autocast": first.get("bf16"),
+                     "lora": "r16 alpha32 dropout0.1 all linear", "lr": LR, "rounds": a.rounds, "variants": variants,
+                     "data": "MCC-KD SVAMP rationales, one question (K paths) per step"},
+        "rounds": rounds, "summary": summary,
+    }
+    print(json.dumps(summary, indent=1))
+    if a.model == "tiny":  # a check of the script, not a measurement
+        return
+    C.save_result("train_vs_trl", "smollm2", payload)
 
 
 if __name__ == "__main__":

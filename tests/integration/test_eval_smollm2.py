@@ -75,3 +75,27 @@ def test_smollm2_svamp_eval_cli(cache, tmp_path, data_dir):
     summ = json.loads((out / "summary.json").read_text())["benchmarks"]["svamp"]
     assert summ["n"] == 2 and 0 <= summ["accuracy"] <= 1
     assert summ["provenance"]["model_sha"] and summ["provenance"]["max_new_tokens"] == 64
+
+
+def test_smollm2_continuous_batching_equals_static_generate(cache, data_dir):
+    """bf16 on CPU, where a row's greedy text depends on its batch: the continuous loop must still give exactly
+    what static ``generate`` batches give (2 full batches of 4 and a last batch of 2, rows ending at different
+    steps, GSM8K prompts of different lengths)."""
+    from cotdistill.data.prompts import eval_user_prompt
+    from cotdistill.data.registry import load_benchmark
+    from cotdistill.evaluate.backends import EvalRequest
+    from cotdistill.evaluate.backends.hf import HFBackend
+
+    be = HFBackend("smollm2-135m-instruct", dtype="bfloat16", batch_size=4)
+    assert be.continuous
+    # "." ends a row too, so rows end at different steps (the base model rarely stops within 48 tokens)
+    be.eos_ids = sorted({*be.eos_ids, *be.tok(".", add_special_tokens=False)["input_ids"]})
+    reqs = [EvalRequest(e.id, [{"role": "user", "content": eval_user_prompt(e)}])
+            for e in load_benchmark("gsm8k", limit=10)]
+    cont = {o.key: o for c in be.generate(reqs, max_new_tokens=48) for o in c}
+    be.continuous = False
+    static = {o.key: o for c in be.generate(reqs, max_new_tokens=48) for o in c}
+    assert cont.keys() == static.keys() and len(cont) == 10
+    assert len({o.n_tokens for o in static.values()}) > 1  # rows end at different steps
+    assert {k: (o.text, o.finish_reason) for k, o in cont.items()} == \
+        {k: (o.text, o.finish_reason) for k, o in static.items()}

@@ -219,7 +219,10 @@ def train(
     # after the Trainer placed the model on its device; methods skip work their restored state already has
     import inspect
 
-    offered = {"collator": collator, "label_vocab": label_vocab, "run_dir": run_dir}
+    # autocast: the trainer's mixed precision, so that losses computed in prepare (MIND's L0) are the ones the
+    # training forward computes (and take bf16 time, not fp32 time)
+    offered = {"collator": collator, "label_vocab": label_vocab, "run_dir": run_dir,
+               "autocast": trainer.accelerator.autocast}
     params = inspect.signature(method.prepare).parameters
     method.prepare(train_ds, tok, trainer.model, **{k: v for k, v in offered.items() if k in params})
     for module in method.trainable_modules():

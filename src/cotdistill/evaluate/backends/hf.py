@@ -1,9 +1,15 @@
-"""Transformers backend: batched greedy ``generate`` with LEFT padding, batches sorted by prompt length.
+"""Transformers backend: greedy decoding with LEFT padding, prompts taken longest first.
+
+Default: continuous batching (:mod:`cotdistill.evaluate.backends.continuous`): up to ``batch_size`` rows decode
+at once and a finished row is replaced by the next prompt at once, so no row waits for the longest answer of
+its batch. Where that loop is not known to be exact (sliding-window or hybrid attention, transformers < 5), or
+with ``continuous=False``: static batches of ``batch_size`` through ``model.generate``.
 
 Left padding keeps every prompt's last token at the same position, so the first generated token of
 each row follows its own prompt; the attention mask (not token ids: SmolLM2's pad token is its
 end-of-turn token) tells the model which positions are padding. Sorting prompts by length keeps
-padding small; the longest batch runs first so that an out-of-memory error shows up at once.
+padding small; the longest prompts run first so that an out-of-memory error shows up at once. Both modes
+give the same tokens: continuous batching reproduces the static batches exactly (see continuous.py).
 """
 
 from __future__ import annotations
@@ -20,8 +26,13 @@ class HFBackend(EvalBackend):
     name = "hf"
 
     def __init__(self, model: str, *, adapter: str | None = None, dtype: str = "auto", batch_size: int = 8,
-                 device: str | None = None, model_obj=None, tokenizer=None, provenance: dict | None = None):
-        """Load ``model`` (spec) with ``adapter`` merged, or reuse an already loaded ``model_obj``/``tokenizer``."""
+                 device: str | None = None, model_obj=None, tokenizer=None, provenance: dict | None = None,
+                 continuous: bool | None = None):
+        """Load ``model`` (spec) with ``adapter`` merged, or reuse an already loaded ``model_obj``/``tokenizer``.
+
+        ``continuous``: continuous batching (None: wherever it is exact for this model; False: static
+        ``generate`` batches, the behaviour before it existed).
+        """
         if model_obj is None:
             from cotdistill.models import load_model_and_tokenizer
 
@@ -34,6 +45,9 @@ class HFBackend(EvalBackend):
         from cotdistill.models import end_token_ids
 
         self.eos_ids = end_token_ids(self.model, self.tok)
+        from cotdistill.evaluate.backends.continuous import supports_continuous
+
+        self.continuous = supports_continuous(self.model) if continuous is None else bool(continuous)
 
     def provenance(self) -> dict[str, Any]:
         """Model, weights hash, adapter, chat-template hash and dtype of the loaded model."""
@@ -58,23 +72,46 @@ class HFBackend(EvalBackend):
         return [(g.ids, g.text, g.finish_reason) for g in gens]
 
     def generate(self, requests: list[EvalRequest], *, max_new_tokens: int, seed: int = 0) -> Iterator[list[EvalOutput]]:
-        """Length-sorted batches of ``batch_size`` (longest first); yields each finished batch."""
+        """Prompts longest first; yields finished outputs in groups of ``batch_size`` (the last group may be smaller).
+
+        Continuous batching yields outputs as their rows end (not in prompt order); static batching yields
+        each batch when it ends.
+        """
         import torch
 
         if not requests:
             return
         torch.manual_seed(seed)
         rendered = [(r, self.render(r.messages)) for r in requests]
-        lens = {r.key: len(self.tok(p, add_special_tokens=False)["input_ids"]) for r, p in rendered}
-        rendered.sort(key=lambda rp: (-lens[rp[0].key], rp[0].key))
-        for start in range(0, len(rendered), self.batch_size):
-            chunk = rendered[start:start + self.batch_size]
-            outs = self.generate_texts([p for _, p in chunk], max_new_tokens=max_new_tokens)
-            yield [
-                EvalOutput(r.key, text, n_tokens=len(ids), finish_reason=fin,
-                           extra={"prompt_tokens": lens[r.key]})
-                for (r, _), (ids, text, fin) in zip(chunk, outs)
-            ]
+        ids = {r.key: self.tok(p, add_special_tokens=False)["input_ids"] for r, p in rendered}
+        # longest first, ties by prompt text: lm-evaluation-harness's order, so its batches at the same batch size
+        # are ours (in bf16 a row's tokens depend on its batch, so this keeps results comparable with it)
+        rendered.sort(key=lambda rp: (-len(ids[rp[0].key]), rp[1], rp[0].key))
+        if not self.continuous:
+            for start in range(0, len(rendered), self.batch_size):
+                chunk = rendered[start:start + self.batch_size]
+                outs = self.generate_texts([p for _, p in chunk], max_new_tokens=max_new_tokens)
+                yield [
+                    EvalOutput(r.key, text, n_tokens=len(new), finish_reason=fin,
+                               extra={"prompt_tokens": len(ids[r.key])})
+                    for (r, _), (new, text, fin) in zip(chunk, outs)
+                ]
+            return
+        from cotdistill.evaluate.backends.continuous import greedy_continuous
+
+        pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.eos_ids[0]
+        done: list[EvalOutput] = []
+        for i, new, fin in greedy_continuous(self.model, [ids[r.key] for r, _ in rendered],
+                                             max_new_tokens=max_new_tokens, eos_ids=self.eos_ids,
+                                             batch_size=self.batch_size, pad_id=pad_id):
+            r = rendered[i][0]
+            done.append(EvalOutput(r.key, self.tok.decode(new, skip_special_tokens=True), n_tokens=len(new),
+                                   finish_reason=fin, extra={"prompt_tokens": len(ids[r.key])}))
+            if len(done) >= self.batch_size:
+                yield done
+                done = []
+        if done:
+            yield done
 
     def close(self) -> None:
         """Drop the model."""
