@@ -184,7 +184,9 @@ def svamp_path_rows(n_questions: int, k_paths: int, offset: int = 0) -> list[dic
     """Path-dataset rows (curate layout, see INTERFACES.md) from the MCC-KD SVAMP rationales.
 
     Paths are the first ``k_paths`` sampled rationales of each question (labels ``sample0..``), with their final
-    answer line removed as `cotdistill curate` does.
+    answer line removed as `cotdistill curate` does. Each path is its own teacher and perspective (role
+    ``perspective:sample<j>``), so that every method selects all K paths (pathset/roles.py: MIND the perspective
+    paths, COMPACT one per teacher, MCC-KD the multi-path set, Std-CoT ``paths: all``): overheads at equal paths.
     """
     from cotdistill.data.answers import strip_final_answer_line
 
@@ -195,7 +197,8 @@ def svamp_path_rows(n_questions: int, k_paths: int, offset: int = 0) -> list[dic
         outs = [o for o in it["output"] if isinstance(o, str) and o.strip()]
         if len(outs) < k_paths:
             continue
-        paths = [{"teacher": "gpt-3.5-turbo", "perspective": f"sample{j}", "label": f"sample{j}",
+        paths = [{"teacher": f"gpt-3.5-turbo-{j}", "perspective": f"sample{j}", "label": f"sample{j}",
+                  "role": f"perspective:sample{j}",
                   "text": strip_final_answer_line(o).strip(), "record_key": f"svamp-{offset + i}-{j}"}
                  for j, o in enumerate(outs[:k_paths])]
         rows.append({"question_id": f"svamp-train-{offset + i}", "question": it["instruction"].strip(),

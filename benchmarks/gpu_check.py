@@ -209,7 +209,7 @@ def run_variant(name: str, model_dir: Path, rows: list[dict], a, work: Path, enc
             m.prepare = prepare_
             return m
 
-        from cotdistill.train.collate import PathCollator
+        from cotdistill.pathset.collate import PathCollator
 
         registry.get_method = timed
         orig_call = PathCollator.__call__
@@ -243,7 +243,7 @@ def packing_equivalence(model_dir: Path, rows: list[dict], a, device: str) -> di
 
     from cotdistill.methods.std_cot import forward_logits, path_ce
     from cotdistill.models import load_model_and_tokenizer
-    from cotdistill.train.collate import PathCollator, build_label_vocab
+    from cotdistill.pathset.collate import PathCollator, build_label_vocab
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False

@@ -13,7 +13,7 @@ from cotdistill.config import Config
 from cotdistill.methods.losses import sequence_ce
 from cotdistill.methods.mind import MindMethod
 
-collate = pytest.importorskip("cotdistill.pathset.collate")
+import cotdistill.pathset.collate as collate  # noqa: E402  (a move must fail loudly, not skip)
 
 LABELS = ["analogy", "decomposition", "intuitive", "planning"]
 

@@ -10,7 +10,7 @@ from cotdistill.methods.losses import IGNORE_INDEX
 from cotdistill.methods.mind import MindMethod
 from cotdistill.methods.registry import get_method
 
-collate = pytest.importorskip("cotdistill.pathset.collate")
+import cotdistill.pathset.collate as collate  # noqa: E402  (a move must fail loudly, not skip)
 
 ROWS = [
     {"question_id": "q0", "question": "Jack had 5 apples and ate 2. How many apples are left?", "gold": "3",

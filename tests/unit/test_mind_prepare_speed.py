@@ -9,7 +9,7 @@ from cotdistill.config import Config
 from cotdistill.methods.mind import MindMethod
 from cotdistill.methods.mind.method import _fresh_lora
 
-collate = pytest.importorskip("cotdistill.train.collate")
+import cotdistill.pathset.collate as collate  # noqa: E402  (a move must fail loudly, not skip)
 
 LABELS = ["a", "b"]
 

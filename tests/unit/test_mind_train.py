@@ -11,7 +11,7 @@ import torch
 from cotdistill.config import Config
 from cotdistill.utils.io import read_jsonl
 
-pytest.importorskip("cotdistill.train.run")
+import cotdistill.train.run  # noqa: E402,F401
 
 
 def _dataset(path):
