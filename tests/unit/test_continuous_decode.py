@@ -132,3 +132,30 @@ def test_falls_back_where_not_exact(tiny_model_dir):
 
     be = HFBackend(str(tiny_model_dir), model_obj=eager, tokenizer=AutoTokenizer.from_pretrained(tiny_model_dir))
     assert not be.continuous
+
+
+def test_bounded_by_the_context_as_static_batches_are(tiny_model_dir, wild_bf16, two_end_tokens, monkeypatch):
+    """An absurd budget stops at the context per static batch, and a prompt filling the context is counted
+    over_context, not decoded (regression: the continuous loop sized its mask by max_new_tokens and asked for
+    40 GB when an eval was given --max-new-tokens 1e9)."""
+    from cotdistill.evaluate.backends import EvalRequest
+    from cotdistill.evaluate.backends.hf import HFBackend
+
+    m, tok, _, ids = wild_bf16
+    monkeypatch.setattr(m.config, "max_position_embeddings", len(ids[0]) + 7)  # room: 7 tokens after the longest
+    be = HFBackend(str(tiny_model_dir), model_obj=m, tokenizer=tok, batch_size=3)
+    be.eos_ids = two_end_tokens
+    reqs = [EvalRequest(f"q{i}", [{"role": "user", "content": q}]) for i, q in enumerate(QUESTIONS)]
+    reqs.append(EvalRequest("huge", [{"role": "user", "content": "apples " * 200}]))
+    cont = {o.key: o for c in be.generate(reqs, max_new_tokens=10**9) for o in c}
+    be.continuous = False
+    static = {o.key: o for c in be.generate(reqs, max_new_tokens=10**9) for o in c}
+    assert cont.keys() == static.keys() == {r.key for r in reqs}
+    assert cont["huge"].finish_reason == static["huge"].finish_reason == "over_context"
+    assert cont["huge"].text == "" and cont["huge"].n_tokens == 0
+    for k in cont:
+        a, b = cont[k], static[k]
+        assert (a.text, a.n_tokens, a.finish_reason) == (b.text, b.n_tokens, b.finish_reason), k
+    room = {k: len(ids[0]) + 7 - o.extra["prompt_tokens"] for k, o in cont.items() if k != "huge"}
+    assert all(o.n_tokens <= room[k] for k, o in cont.items() if k != "huge")
+    assert any(o.finish_reason == "length" for o in cont.values())  # some row ran into the context

@@ -142,7 +142,8 @@ class _Row:
     out: list[int] = field(default_factory=list)  # generated ids, the last one not yet fed
     finish: str | None = None
     start: int = 0  # first column of the span in the shared buffer (active rows)
-    mask: torch.Tensor | None = None  # ``[1, 1, 1, pad + max_new_tokens + prompt]`` bool: False on the padding
+    mask: torch.Tensor | None = None  # ``[1, 1, 1, pad + limit + prompt]`` bool: False on the padding
+    limit: int = 0  # new tokens allowed: max_new_tokens, capped at the context left after its static batch
 
 
 def greedy_continuous(
@@ -153,17 +154,22 @@ def greedy_continuous(
     eos_ids: Sequence[int],
     batch_size: int,
     pad_id: int = 0,
+    context: int | None = None,
 ) -> Iterator[tuple[int, list[int], str]]:
     """Greedy-decode token-id ``prompts`` exactly as static ``generate`` batches of ``batch_size`` consecutive
     prompts would, but with up to ``batch_size`` rows in flight and finished rows replaced at once.
 
     Yields ``(prompt index, new ids before the first end token, finish_reason)`` as rows end (``stop`` at an
     end token, ``length`` at ``max_new_tokens``), so not in input order. Prompts must be non-empty. The model
-    must pass :func:`supports_continuous`. Tensors: buffers ``[batch_size, kv_heads, capacity, head_dim]`` per
+    must pass :func:`supports_continuous`. ``context``: the model's context length; as in
+    :func:`cotdistill.models.generate_batch`, each static batch's budget is capped at ``context`` minus its longest
+    prompt (callers drop prompts that fill the context before). Tensors: buffers ``[batch_size, kv_heads, capacity, head_dim]`` per
     layer; decode inputs and position ids ``[batch_size, 1]``; prefill inputs ``[batch, L_batch]``, left-padded.
     """
     if max_new_tokens < 1 or batch_size < 1:
         raise ValueError("max_new_tokens and batch_size must be >= 1")
+    if context is not None and any(len(p) >= context for p in prompts):
+        raise ValueError(f"a prompt fills the {context}-token context: drop it before decoding")
     batches = [list(range(i, min(i + batch_size, len(prompts)))) for i in range(0, len(prompts), batch_size)]
     full = [b for b in batches if len(b) == batch_size]
     rest = [b for b in batches if len(b) < batch_size]  # at most one: the last batch, decoded at its own M
@@ -173,12 +179,13 @@ def greedy_continuous(
     try:
         for group, width in ((full, batch_size), (rest, len(rest[0]) if rest else 0)):
             if group:
-                yield from _decode(model, prompts, group, width, max_new_tokens, eos_ids, pad_id)
+                yield from _decode(model, prompts, group, width, max_new_tokens, eos_ids, pad_id, context)
     finally:
         model.set_attn_implementation(previous)
 
 
-def _decode(model, prompts, batches, width, max_new_tokens, eos_ids, pad_id) -> Iterator[tuple[int, list[int], str]]:
+def _decode(model, prompts, batches, width, max_new_tokens, eos_ids, pad_id,
+            context) -> Iterator[tuple[int, list[int], str]]:
     """Decode the static ``batches`` (each of ``width`` prompts) with ``width`` rows in flight."""
     from transformers.cache_utils import Cache, DynamicCache
 
@@ -197,7 +204,7 @@ def _decode(model, prompts, batches, width, max_new_tokens, eos_ids, pad_id) -> 
         r.out.append(tok)
         if tok in eos:
             r.finish = "stop"
-        elif len(r.out) >= max_new_tokens:
+        elif len(r.out) >= r.limit:
             r.finish = "length"
 
     def result(r: _Row) -> tuple[int, list[int], str]:
@@ -219,13 +226,14 @@ def _decode(model, prompts, batches, width, max_new_tokens, eos_ids, pad_id) -> 
                     **{cache_kw: pre})
         first = out.logits[:, -1].float().argmax(-1).tolist()  # generate: float32 logits, argmax
         masked = bool((am == 0).any())
+        limit = max_new_tokens if context is None else min(max_new_tokens, context - lg)
         rows = []
         for j, i in enumerate(indices):
             pad = lg - len(prompts[i])
             r = _Row(index=i, span=lg, pad=pad, masked=masked, n_real=len(prompts[i]),
-                     kv=[(layer.keys[j], layer.values[j]) for layer in pre.layers])
+                     kv=[(layer.keys[j], layer.values[j]) for layer in pre.layers], limit=limit)
             if masked:
-                r.mask = torch.ones(1, 1, 1, lg + max_new_tokens, dtype=torch.bool, device=device)
+                r.mask = torch.ones(1, 1, 1, lg + limit, dtype=torch.bool, device=device)
                 r.mask[..., :pad] = False
             take_token(r, first[j])
             rows.append(r)

@@ -79,6 +79,8 @@ class HFBackend(EvalBackend):
         """
         import torch
 
+        from cotdistill.models import model_context
+
         if not requests:
             return
         torch.manual_seed(seed)
@@ -87,7 +89,18 @@ class HFBackend(EvalBackend):
         # longest first, ties by prompt text: lm-evaluation-harness's order, so its batches at the same batch size
         # are ours (in bf16 a row's tokens depend on its batch, so this keeps results comparable with it)
         rendered.sort(key=lambda rp: (-len(ids[rp[0].key]), rp[1], rp[0].key))
+        # bounded by the context (as generate_batch bounds a batch): a prompt that fills it is not generated but
+        # counted over_context, and is dropped before batching so that both modes batch the same prompts
+        ctx = model_context(getattr(self.model, "config", None))
+        done: list[EvalOutput] = []
+        if ctx is not None:
+            done = [EvalOutput(r.key, "", n_tokens=0, finish_reason="over_context",
+                               extra={"prompt_tokens": len(ids[r.key])})
+                    for r, _ in rendered if len(ids[r.key]) >= ctx]
+            rendered = [rp for rp in rendered if len(ids[rp[0].key]) < ctx]
         if not self.continuous:
+            if done:
+                yield done
             for start in range(0, len(rendered), self.batch_size):
                 chunk = rendered[start:start + self.batch_size]
                 outs = self.generate_texts([p for _, p in chunk], max_new_tokens=max_new_tokens)
@@ -100,10 +113,9 @@ class HFBackend(EvalBackend):
         from cotdistill.evaluate.backends.continuous import greedy_continuous
 
         pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.eos_ids[0]
-        done: list[EvalOutput] = []
         for i, new, fin in greedy_continuous(self.model, [ids[r.key] for r, _ in rendered],
                                              max_new_tokens=max_new_tokens, eos_ids=self.eos_ids,
-                                             batch_size=self.batch_size, pad_id=pad_id):
+                                             batch_size=self.batch_size, pad_id=pad_id, context=ctx):
             r = rendered[i][0]
             done.append(EvalOutput(r.key, self.tok.decode(new, skip_special_tokens=True), n_tokens=len(new),
                                    finish_reason=fin, extra={"prompt_tokens": len(ids[r.key])}))
