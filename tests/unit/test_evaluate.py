@@ -356,3 +356,19 @@ def test_sbs_student_is_evaluated_with_its_task_prefix(tiny_model_dir, bench_fil
     assert recorded_user_prefix(student) == ""
     (student / "cotdistill_train.json").write_text(json.dumps({"eval_user_prefix": "explain: "}))
     assert recorded_user_prefix(student) == "explain: "
+
+
+def test_vllm_provenance_names_the_installed_version(tiny_model_dir, monkeypatch):
+    """Regression: describe_backend('vllm') read ``vllm.__version__`` where ``vllm`` is the package's own backends.vllm
+    submodule (AttributeError on every vLLM resume check). vLLM cannot run on this CPU machine, so a module holding only ``__version__`` stands
+    in for the import; describe_backend loads no engine."""
+    import sys
+    import types
+
+    from cotdistill.evaluate.backends import describe_backend
+
+    fake = types.ModuleType("vllm")
+    fake.__version__ = "0.0.test"
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    prov = describe_backend("vllm", str(tiny_model_dir), dtype="bfloat16")
+    assert prov["vllm_version"] == "0.0.test" and prov["dtype"] == "bfloat16" and "resolved_path" not in prov

@@ -51,13 +51,13 @@ def describe_backend(name: str, model: str, *, adapter: str | None = None, dtype
     if name == "vllm":
         from cotdistill.evaluate.backends.vllm import import_vllm
 
-        import_vllm()
+        vllm_module = import_vllm()  # not `vllm`: in this package that name is the backends.vllm submodule
         from cotdistill.models import describe_model
 
         prov = describe_model(model, adapter=adapter, device="cuda")
         prov.pop("resolved_path", None)
         prov["dtype"] = dtype
-        prov["vllm_version"] = vllm.__version__
+        prov["vllm_version"] = vllm_module.__version__
         return prov
     raise CotdistillError(f"backend: unknown backend '{name}' (choose one of {', '.join(BACKENDS)})")
 
