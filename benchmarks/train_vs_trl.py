@@ -71,11 +71,17 @@ def _timer_callback():
             self.losses: list[float] = []
 
             self.batch_tokens: list[int] = []  # real tokens of each collated batch, in order (see count_tokens)
+            self.in_loop = False  # only the loop's batches count: not MIND's L0 pass before, not the guard after
+
+        def record(self, n_tokens: int) -> None:
+            if self.in_loop:
+                self.batch_tokens.append(int(n_tokens))
 
         def on_train_begin(self, args, state, control, **kw):
             self.t_begin = time.perf_counter()
             self.cpu_begin = _cpu()
-            self.batch_tokens.clear()  # drop batches collated before the loop (MIND's L0 pass)
+            self.batch_tokens.clear()
+            self.in_loop = True
 
         def on_step_end(self, args, state, control, **kw):
             self.step_times.append(time.perf_counter())
@@ -85,6 +91,7 @@ def _timer_callback():
                 self.losses.append(float(logs["loss"]))
 
         def on_train_end(self, args, state, control, **kw):
+            self.in_loop = False  # the final-loss guard collates one more batch after the loop
             self.t_end = time.perf_counter()
             self.cpu_end = _cpu()
 
@@ -95,7 +102,7 @@ def count_tokens(timer, collate_fn, real_tokens):
     """Wrap a collate function so every batch's real token count lands in ``timer.batch_tokens``."""
 
     def wrapped(features):
-        timer.batch_tokens.append(int(real_tokens(features)))
+        timer.record(real_tokens(features))
         return collate_fn(features)
 
     return wrapped
@@ -173,7 +180,7 @@ def patch_path_collator(timer) -> None:
 
     def call(self, rows):
         batch = orig(self, rows)
-        timer.batch_tokens.append(int(batch["attention_mask"][batch["path_valid"]].sum()))
+        timer.record(batch["attention_mask"][batch["path_valid"]].sum())
         return batch
 
     PathCollator.__call__ = call
