@@ -284,16 +284,30 @@ _ANSWER_LINE = re.compile(r"^\s*the answer is\s*:?\s*\S", re.IGNORECASE)
 
 
 def answer_format_rate(jsonl: Path) -> tuple[float, int] | None:
-    """(share of outputs whose last non-empty line is an answer line "The answer is: …", n) of an eval JSONL."""
+    """(share of outputs in the answer format, n) of an eval JSONL.
+
+    An output is in the format when it ended by itself (not cut at the token budget: ``finish_reason`` is not
+    ``length``/``over_context``), its last non-empty line is "The answer is: …", and the scorer extracted an answer
+    from it (``extracted`` not None, where the record has the field). A base model that loops "The answer is: The
+    answer is: …" until the budget is therefore not counted.
+    """
     from cotdistill.utils.io import read_jsonl
 
     if not jsonl.is_file():
         return None
-    outs = [str(r.get("output") or "") for r in read_jsonl(jsonl) if "output" in r]
-    if not outs:
+    recs = [r for r in read_jsonl(jsonl) if "output" in r]
+    if not recs:
         return None
-    ok = sum(bool(_ANSWER_LINE.match(([ln for ln in o.splitlines() if ln.strip()] or [""])[-1])) for o in outs)
-    return ok / len(outs), len(outs)
+
+    def formatted(r: dict) -> bool:
+        if r.get("finish_reason") in ("length", "over_context"):
+            return False
+        if "extracted" in r and r["extracted"] is None:
+            return False
+        last = ([ln for ln in str(r.get("output") or "").splitlines() if ln.strip()] or [""])[-1]
+        return bool(_ANSWER_LINE.match(last))
+
+    return sum(map(formatted, recs)) / len(recs), len(recs)
 
 
 def _paired_nll(run_dir: Path, student: str) -> dict | None:
