@@ -356,7 +356,7 @@ def _did_it_work(run_dir: Path, cfg: dict, summaries: dict) -> str:
         rates = {t: answer_format_rate(run_dir / "eval" / t / f"{stem}.jsonl") for t in ("base", student)}
         if all(rates.values()):
             items.append(f"<li><b>Answer format</b> on {_e(bench)}: base {_pct(rates['base'][0])}% → student "
-                         f"{_pct(rates[student][0])}% of outputs end with an answer line "
+                         f"{_pct(rates[student][0])}% of outputs stop by themselves on an answer line the scorer can read "
                          f"(n={rates[student][1]}).</li>")
     if not items:
         return ""
