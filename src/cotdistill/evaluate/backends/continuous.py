@@ -163,8 +163,8 @@ def greedy_continuous(
     end token, ``length`` at ``max_new_tokens``), so not in input order. Prompts must be non-empty. The model
     must pass :func:`supports_continuous`. ``context``: the model's context length; as in
     :func:`cotdistill.models.generate_batch`, each static batch's budget is capped at ``context`` minus its longest
-    prompt (callers drop prompts that fill the context before). Tensors: buffers ``[batch_size, kv_heads, capacity, head_dim]`` per
-    layer; decode inputs and position ids ``[batch_size, 1]``; prefill inputs ``[batch, L_batch]``, left-padded.
+    prompt (callers drop prompts that fill the context before). Tensors: buffers
+    ``[batch_size, kv_heads, capacity, head_dim]`` per layer; decode inputs and position ids ``[batch_size, 1]``; prefill inputs ``[batch, L_batch]``, left-padded.
     """
     if max_new_tokens < 1 or batch_size < 1:
         raise ValueError("max_new_tokens and batch_size must be >= 1")
