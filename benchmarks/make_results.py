@@ -203,6 +203,15 @@ def details(res: dict[tuple[str, str], tuple[Path, dict]]) -> str:
                 row.append(f"{rr.get('mind_vs_std_cot')}× (prepare {rr.get('mind_prepare_share')})" if rr else "")
                 rows.append(row)
             head.append(md_table(["round"] + variants + ["MIND realistic run ÷ Std-CoT"], rows))
+        elif kind == "profile_eval":
+            rows = [[m, r["wall_seconds"], r["cpu_seconds"], f"{100 * r['forward_share']:.1f} %", r["forward_calls"],
+                     r["decode_row_steps"], r["new_tokens_kept"], r["row_steps_per_kept_token"]]
+                    for m, r in d["modes"].items()]
+            head.append(md_table(["mode", "wall s", "CPU s", "time in model forward", "forward calls",
+                                  "decode row-steps", "new tokens kept", "row-steps per kept token"], rows))
+            for m, r in d["modes"].items():
+                head += ["", f"Top functions by own time ({m}):", "", "```",
+                         *[ln for ln in r["top_tottime"] if ln.strip()][-16:], "```"]
         elif d.get("summary", {}).get("body_md"):
             head.append(d["summary"]["body_md"])
         else:

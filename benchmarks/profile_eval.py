@@ -116,7 +116,7 @@ def main() -> None:
         print(m, {k: v for k, v in r.items() if k != "top_tottime"})
     if a.model != "tiny":
         C.save_result("profile_eval", "base", {"settings": {k: v for k, v in spec.items() if k != "tmp"},
-                                                "machine": before, "machine_after": C.machine_info(),
+                                                "date_utc": before["date_utc"], "machine": before, "machine_after": C.machine_info(),
                                                 "modes": results})
 
 
