@@ -6,6 +6,7 @@ Each benchmark runs every measured variant in its own fresh subprocess (``--work
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -84,6 +85,19 @@ def run_worker(script: str, name: str, spec: dict, timeout: float = 3600) -> dic
     res = json.loads(out.read_text())
     res["process_seconds"] = round(time.time() - t0, 1)
     return res
+
+
+def parse_or_work(ap, worker):
+    """Parse the command line of a benchmark script; in a worker process (``--worker NAME --spec JSON --out F``,
+    as :func:`run_worker` starts it) run ``worker(NAME, spec, F)`` instead and return None."""
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--spec", help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.worker:
+        worker(a.worker, json.loads(a.spec), a.out)
+        return None
+    return a
 
 
 def cpu_seconds() -> float:

@@ -135,12 +135,8 @@ def main() -> None:
     ap.add_argument("--grad-ckpt", action="store_true", help="gradient checkpointing (off in compare_cpu.yaml)")
     ap.add_argument("--methods", default=",".join(METHODS + ["mind_prepare"]))
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds over all methods")
-    ap.add_argument("--worker", help=argparse.SUPPRESS)
-    ap.add_argument("--spec", help=argparse.SUPPRESS)
-    ap.add_argument("--out", help=argparse.SUPPRESS)
-    a = ap.parse_args()
-    if a.worker:
-        worker(a.worker, json.loads(a.spec), a.out)
+    a = C.parse_or_work(ap, worker)
+    if a is None:
         return
     from cotdistill.models import resolve_model_path
 

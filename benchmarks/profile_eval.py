@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
-import json
 import pstats
 import sys
 import tempfile
@@ -100,12 +99,8 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--dtype", default="bfloat16")
-    ap.add_argument("--worker", help=argparse.SUPPRESS)
-    ap.add_argument("--spec", help=argparse.SUPPRESS)
-    ap.add_argument("--out", help=argparse.SUPPRESS)
-    a = ap.parse_args()
-    if a.worker:
-        worker(a.worker, json.loads(a.spec), a.out)
+    a = C.parse_or_work(ap, worker)
+    if a is None:
         return
     before = C.machine_info()
     with tempfile.TemporaryDirectory(prefix="bench-profile-eval-") as tmp:

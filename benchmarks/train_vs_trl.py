@@ -294,12 +294,8 @@ def main() -> None:
     ap.add_argument("--no-grad-ckpt", action="store_true", help="disable gradient checkpointing (all variants)")
     ap.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help=f"any of {', '.join(VARIANTS)}")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds over all variants")
-    ap.add_argument("--worker", help=argparse.SUPPRESS)
-    ap.add_argument("--spec", help=argparse.SUPPRESS)
-    ap.add_argument("--out", help=argparse.SUPPRESS)
-    a = ap.parse_args()
-    if a.worker:
-        worker(a.worker, json.loads(a.spec), a.out)
+    a = C.parse_or_work(ap, worker)
+    if a is None:
         return
 
     from cotdistill.models import resolve_model_path
