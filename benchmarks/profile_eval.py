@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import functools
 import io
 import pstats
 import sys
@@ -60,6 +61,9 @@ def worker(name: str, spec: dict, out: str) -> None:
     fwd = {"seconds": 0.0, "calls": 0, "row_steps": 0}
     inner = be.model.forward
 
+    # wraps: generate() reads forward's signature (logits_to_keep, cache arguments); a bare (*args, **kw) would make
+    # it compute full-prompt logits, which changes both the work and, in bf16, some greedy tokens
+    @functools.wraps(inner)
     def timed_forward(*args, **kw):
         ids = kw.get("input_ids", args[0] if args else None)
         t = time.perf_counter()
