@@ -45,6 +45,23 @@ METHODS = ["std_cot", "mcc_kd", "mind", "compact"]
 LR = 3e-4  # configs/compare_cpu.yaml
 
 
+PREPARE_PARTS = ("_encode", "initial_losses", "warmup")  # MindMethod.prepare's three costly steps
+
+
+def _timed_part(fn, name: str, parts: dict[str, float]):
+    """``fn`` adding its wall seconds to ``parts[name]``."""
+
+    @functools.wraps(fn)
+    def timed(*a, **kw):
+        t0 = time.perf_counter()
+        try:
+            return fn(*a, **kw)
+        finally:
+            parts[name] = parts.get(name, 0.0) + time.perf_counter() - t0
+
+    return timed
+
+
 def worker(name: str, spec: dict, out: str) -> None:
     import torch
 
@@ -89,6 +106,7 @@ def worker(name: str, spec: dict, out: str) -> None:
     tokens = sum(len(s["input_ids"]) for s in seqs)
 
     prep = {"seconds": 0.0, "cpu_seconds": 0.0}
+    parts: dict[str, float] = {}
     orig_get = registry.get_method
 
     def timed_get_method(n, c):  # time the one-off prepare (it runs before the Trainer loop)
@@ -104,6 +122,9 @@ def worker(name: str, spec: dict, out: str) -> None:
                 prep["cpu_seconds"] += C.cpu_seconds() - c0
 
         m.prepare = functools.wraps(inner)(prepare)
+        for part in PREPARE_PARTS:  # MIND: where prepare's time goes (sentence encoder, L0 pass, MetaNet warm-up)
+            if hasattr(m, part):
+                setattr(m, part, _timed_part(getattr(m, part), part, parts))
         return m
 
     registry.get_method = timed_get_method
@@ -114,6 +135,7 @@ def worker(name: str, spec: dict, out: str) -> None:
     train(cfg, ds_dir, run_dir, resume=False, callbacks=[timer])
     res = {"variant": name, "method": method, "questions": n_q, "tokens": tokens,
            "prepare_seconds": round(prep["seconds"], 2), "prepare_cpu_seconds": round(prep["cpu_seconds"], 2),
+           "prepare_parts_seconds": {k: round(v, 2) for k, v in parts.items()},
            "setup_seconds": round(timer.t_begin - t_start, 1), "bf16": _bf16_enabled(True),
            "torch_threads": torch.get_num_threads()}
     if not prepare_only:
@@ -135,6 +157,8 @@ def main() -> None:
     ap.add_argument("--grad-ckpt", action="store_true", help="gradient checkpointing (off in compare_cpu.yaml)")
     ap.add_argument("--methods", default=",".join(METHODS + ["mind_prepare"]))
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds over all methods")
+    ap.add_argument("--label", default="smollm2",
+                    help="result-file label (RESULTS.md's summary reads 'smollm2'; others appear in the details)")
     a = C.parse_or_work(ap, worker)
     if a is None:
         return
@@ -197,7 +221,7 @@ def main() -> None:
     print(json.dumps(summary, indent=1))
     if a.model == "tiny":  # a check of the script, not a measurement
         return
-    C.save_result("method_overhead", "smollm2", payload)
+    C.save_result("method_overhead", a.label, payload)
 
 
 if __name__ == "__main__":
