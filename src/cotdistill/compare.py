@@ -376,7 +376,9 @@ def build_probe(cfg: Config, shared: Path, rows: list[str], table: dict[str, Any
         rcfg = cfg.for_row(row)
         uni = uniform_injected_share(rcfg, shared / "dataset")
         entry: dict[str, Any] = {"method": rcfg.method, "uniform_share": uni, "seeds": {}}
-        for seed in cfg.compare.seeds:
+        finished = table["rows"].get(row, {}).get("seed_labels")
+        # only finished cells: a running cell's partial dynamics log would read as a result (and has no NLL)
+        for seed in [s for s in cfg.compare.seeds if finished is None or str(s) in finished]:
             dyn = shared / f"{row}-s{seed}" / "dynamics.jsonl"
             recs = load_dynamics(dyn) if dyn.is_file() else []
             alpha, kept = injected_share(recs, "alpha"), injected_share(recs, "kept")
@@ -410,7 +412,8 @@ def probe_markdown(probe: dict[str, Any], table: dict[str, Any]) -> str:
                      f"{e['uniform_share']:.3f} (uniform)" if e["uniform_share"] is not None else "—")
             kept = f"{k['mean']:.3f} ({k['first_quarter']:.3f} → {k['last_quarter']:.3f})" if k else "—"
             j = seed_labels.index(seed) if seed in seed_labels else i
-            nll_v = (nll.get("rows", {}).get(row, {}).get("per_seed") or [None] * (j + 1))[j] if nll else None
+            nll_seeds = nll.get("rows", {}).get(row, {}).get("per_seed") or []
+            nll_v = nll_seeds[j] if j < len(nll_seeds) else None
             accs = [table["rows"][row]["benchmarks"][b]["per_seed"] for b in benches]
             lines.append("| " + " | ".join([row, seed, share, kept, "—" if nll_v is None else f"{nll_v:.4f}",
                                               *[f"{100 * a[j]:.1f}" if j < len(a) else "—" for a in accs]]) + " |")

@@ -248,3 +248,49 @@ def test_table_only_lists_cells_not_run(tmp_path):
     (tmp_path / "other" / "x").write_text("user data")
     with pytest.raises(CotdistillError, match="not empty and not an export"):
         run_compare(cfg, table_only=True, echo=lines.append, results_dir=tmp_path / "other")
+
+
+def test_probe_table_of_a_partial_run_lists_finished_cells_only(tmp_path):
+    """Regression: --table on a probe run in parts (seed 0 finished, seeds 1-2 not) raised IndexError: the probe
+    section listed every configured seed and indexed the finished seeds' NLL values with the unfinished ones."""
+    from datasets import Dataset, DatasetDict
+
+    from cotdistill.compare import method_config, run_compare
+    from cotdistill.curate.heldout import parse_set, set_file_stem
+
+    cfg = Config.model_validate({
+        "run": {"name": "probe", "output_dir": str(tmp_path)}, "data": {"imports": [{"format": "mcc-kd"}]},
+        "curate": {"inject": {"fraction": 0.5}}, "method": "std_cot",
+        "eval": {"benchmarks": ["svamp"], "rationale_nll": {"set": "eit:svamp"}},
+        "compare": {"methods": ["std_cot_all"], "variants": {"std_cot_all": {"method": "std_cot",
+                                                                             "set": {"std_cot.paths": "all"}}},
+                    "reference": "std_cot_all", "seeds": [0, 1, 2]}})
+    shared = tmp_path / "probe"
+    ids = [f"chal-{i}" for i in range(1, 11)]
+    stem = set_file_stem(parse_set("eit:svamp"))
+
+    def write(d, name, recs):
+        d.mkdir(parents=True, exist_ok=True)
+        (d / name).write_text("".join(json.dumps(r) + "\n" for r in recs))
+
+    def path(t, inj=""):
+        return {"teacher": t, "perspective": t, "role": f"perspective:{t}", "twin": "", "injected": inj,
+                "label": t, "text": "x", "record_key": t}
+
+    DatasetDict({"train": Dataset.from_list([{"question_id": "a", "question": "?", "gold": "1",
+                                              "paths": [path("g"), path("injected-shuffled", "shuffled")]}])}
+                ).save_to_disk(str(shared / "dataset"))
+    write(shared / "eval" / "base", "svamp.jsonl", [{"id": i, "correct": j < 1} for j, i in enumerate(ids)])
+    write(shared / "nll" / "base", f"{stem}.jsonl", [{"id": i, "nll": 1.0} for i in ids])
+    mc = method_config(cfg, "std_cot_all", 0)  # seed 0 finished; seed 1 has started (a partial dynamics log)
+    write(mc.run_dir() / "eval" / mc.method, "svamp.jsonl", [{"id": i, "correct": j < 3} for j, i in enumerate(ids)])
+    write(mc.run_dir() / "nll" / mc.method, f"{stem}.jsonl", [{"id": i, "nll": 0.8} for i in ids])
+    (mc.run_dir() / "stages.json").write_text(json.dumps({"eval_student": {"complete": True},
+                                                          "nll_student": {"complete": True}}))
+    write(shared / "std_cot_all-s1", "dynamics.jsonl", [{"step": 1, "question_ids": ["a"]}])
+    t = run_compare(cfg, table_only=True, echo=lambda s: None)
+    assert list(t["probe"]["rows"]["std_cot_all"]["seeds"]) == ["0"]
+    md = (shared / "compare.md").read_text()
+    probe = md[md.index("### Teacher-compatibility probe"):]
+    assert [ln for ln in probe.splitlines() if ln.startswith("| std_cot_all | ")] == [
+        "| std_cot_all | 0 | 0.500 (uniform) | — | 0.8000 | 30.0 |"]
