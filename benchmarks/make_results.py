@@ -203,14 +203,14 @@ def details(res: dict[tuple[str, str], tuple[Path, dict]]) -> str:
                 row.append(f"{rr.get('mind_vs_std_cot')}× (prepare {rr.get('mind_prepare_share')})" if rr else "")
                 rows.append(row)
             head.append(md_table(["round"] + variants + ["MIND realistic run ÷ Std-CoT"], rows))
-            parts = [(rnd["round"], v, rnd["variants"][v]["prepare_parts_seconds"]) for rnd in d["rounds"]
-                     for v in variants if rnd["variants"][v].get("prepare_parts_seconds")]
-            if parts:
+            prep_parts = [(rnd["round"], v, rnd["variants"][v]["prepare_parts_seconds"]) for rnd in d["rounds"]
+                          for v in variants if rnd["variants"][v].get("prepare_parts_seconds")]
+            if prep_parts:
                 head += ["", "Where MIND's prepare goes (seconds: `_encode` = sentence encoder over every path, "
                          "`initial_losses` = the no-grad L0 pass, `warmup` = MetaNet warm-up):", "",
                          md_table(["round", "variant", "encoder", "L0 pass", "MetaNet warm-up"],
-                                  [[r, v, p.get("_encode"), p.get("initial_losses"), p.get("warmup")]
-                                   for r, v, p in parts])]
+                                  [[r, v, t.get("_encode"), t.get("initial_losses"), t.get("warmup")]
+                                   for r, v, t in prep_parts])]
         elif kind == "profile_eval":
             rows = [[m, r["wall_seconds"], r["cpu_seconds"], f"{100 * r['forward_share']:.1f} %", r["forward_calls"],
                      r["decode_row_steps"], r["new_tokens_kept"], r["row_steps_per_kept_token"]]
