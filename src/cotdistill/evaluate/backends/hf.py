@@ -75,7 +75,8 @@ class HFBackend(EvalBackend):
         """Prompts longest first; yields finished outputs in groups of ``batch_size`` (the last group may be smaller).
 
         Continuous batching yields outputs as their rows end (not in prompt order); static batching yields
-        each batch when it ends.
+        each batch when it ends, after one group of the prompts that fill the context (``over_context``, not
+        generated; that group may hold any number of them).
         """
         import torch
 
