@@ -140,6 +140,14 @@ def md_table(headers: list[str], rows: list[list]) -> str:
     return "\n".join(out)
 
 
+def _round_rows(d: dict, variants: list[str], cell, tail) -> list[list]:
+    """One table row per round: the round, ``cell(rnd, variant, result)`` per variant ("failed" where the
+    variant's worker failed), then ``tail(rnd)``."""
+    return [[rnd["round"]]
+            + ["failed" if "error" in rnd["variants"][v] else cell(rnd, v, rnd["variants"][v]) for v in variants]
+            + tail(rnd) for rnd in d["rounds"]]
+
+
 def details(res: dict[tuple[str, str], tuple[Path, dict]]) -> str:
     parts: list[str] = []
     for (kind, label), (p, d) in sorted(res.items()):
@@ -169,16 +177,10 @@ def details(res: dict[tuple[str, str], tuple[Path, dict]]) -> str:
                 f"{v} {x['median']}" for v, x in s["mean_new_tokens"].items())]
         elif kind == "train_vs_trl":
             variants = d["settings"]["variants"]
-            rows = []
-            for rnd in d["rounds"]:
-                row = [rnd["round"]]
-                for v in variants:
-                    r = rnd["variants"][v]
-                    row.append("failed" if "error" in r else f"{r['tokens_per_s_loop']} (load {r['loadavg_start'][0]})")
-                row.append(rnd["speedup"].get("best_trl"))
-                row.append(rnd["speedup"].get("best_trl_variant"))
-                row.append(rnd["speedup_cpu"].get("best_trl"))
-                rows.append(row)
+            rows = _round_rows(d, variants,
+                               lambda rnd, v, r: f"{r['tokens_per_s_loop']} (load {r['loadavg_start'][0]})",
+                               lambda rnd: [rnd["speedup"].get("best_trl"), rnd["speedup"].get("best_trl_variant"),
+                                            rnd["speedup_cpu"].get("best_trl")])
             head.append(md_table(["round"] + [f"{v} tokens/s" for v in variants]
                                  + ["ours ÷ fastest TRL", "fastest TRL", "same, CPU time"], rows))
             s = d["summary"]
@@ -188,20 +190,17 @@ def details(res: dict[tuple[str, str], tuple[Path, dict]]) -> str:
                 f"{v} {fmt_x(x)}" for v, x in s["speedup"].items())]
         elif kind == "method_overhead":
             variants = d["settings"]["variants"]
-            rows = []
-            for rnd in d["rounds"]:
-                row = [rnd["round"]]
-                for v in variants:
-                    r = rnd["variants"][v]
-                    if "error" in r:
-                        row.append("failed")
-                    elif "ms_per_token" in r:
-                        row.append(f"{r['ms_per_token']} ms ({rnd['per_token'].get(v)}×), prep {r['prepare_seconds']} s")
-                    else:
-                        row.append(f"prepare {r['prepare_seconds']} s ({r['questions']} q)")
+
+            def overhead_cell(rnd, v, r):
+                if "ms_per_token" in r:
+                    return f"{r['ms_per_token']} ms ({rnd['per_token'].get(v)}×), prep {r['prepare_seconds']} s"
+                return f"prepare {r['prepare_seconds']} s ({r['questions']} q)"
+
+            def realistic(rnd):
                 rr = rnd.get("realistic_run", {})
-                row.append(f"{rr.get('mind_vs_std_cot')}× (prepare {rr.get('mind_prepare_share')})" if rr else "")
-                rows.append(row)
+                return [f"{rr.get('mind_vs_std_cot')}× (prepare {rr.get('mind_prepare_share')})" if rr else ""]
+
+            rows = _round_rows(d, variants, overhead_cell, realistic)
             head.append(md_table(["round"] + variants + ["MIND realistic run ÷ Std-CoT"], rows))
             prep_parts = [(rnd["round"], v, rnd["variants"][v]["prepare_parts_seconds"]) for rnd in d["rounds"]
                           for v in variants if rnd["variants"][v].get("prepare_parts_seconds")]
