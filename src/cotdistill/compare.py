@@ -292,14 +292,13 @@ def build_nll_table(shared_dir: Path, cells: dict[str, list[Path]], rset: Any, *
         cells: row → its per-seed NLL folders (``<run>/<row>-s<seed>/nll/<method>``).
         rset: the :class:`~cotdistill.curate.heldout.RationaleSet` scored.
     """
-    from cotdistill.evaluate.rationale_nll import read_nll_vector
+    from cotdistill.evaluate.rationale_nll import nll_by_source, read_nll_rows
     from cotdistill.evaluate.stats import hierarchical_bootstrap, paired_metric_difference
 
-    vecs = {"base": [read_nll_vector(shared_dir / "nll" / "base", rset)]}
-    seeds = {"base": ["base"]}
-    for name, dirs in cells.items():
-        vecs[name] = [read_nll_vector(d, rset) for d in dirs]
-        seeds[name] = [_seed_label(d, i) for i, d in enumerate(dirs)]
+    folders = {"base": [shared_dir / "nll" / "base"], **cells}
+    raw = {name: [read_nll_rows(d, rset) for d in dirs] for name, dirs in folders.items()}
+    vecs = {name: [{str(r["id"]): float(r["nll"]) for r in rows} for rows in per_seed] for name, per_seed in raw.items()}
+    seeds = {"base": ["base"], **{name: [_seed_label(d, i) for i, d in enumerate(dirs)] for name, dirs in cells.items()}}
 
     def matrix(name: str, ids: list[str]) -> np.ndarray:
         return np.array([[v[i] for i in ids] for v in vecs[name]], dtype=float)
@@ -309,8 +308,12 @@ def build_nll_table(shared_dir: Path, cells: dict[str, list[Path]], rset: Any, *
         ids = _common_ids(vecs[name])
         m = matrix(name, ids)
         lo, hi = np.percentile(hierarchical_bootstrap(m, n_boot=n_boot), [100 * alpha / 2, 100 * (1 - alpha / 2)])
+        per_source = [nll_by_source(rows_of_seed) for rows_of_seed in raw[name]]
+        by_source = {src: {"mean_nll": float(np.mean([p[src]["mean_nll"] for p in per_source if src in p])),
+                           "n_rationales": per_source[0].get(src, {}).get("n_rationales", 0)}
+                     for src in sorted({s for p in per_source for s in p})}
         rows[name] = {"mean_nll": float(m.mean()), "ci95": [float(lo), float(hi)], "n": len(ids),
-                      "seeds": len(vecs[name]), "per_seed": m.mean(1).tolist()}
+                      "seeds": len(vecs[name]), "per_seed": m.mean(1).tolist(), "by_source": by_source}
     paired: dict[str, dict[str, Any]] = {}
     for target in ["base"] + ([reference] if reference and reference in vecs and reference != "base" else []):
         family = {}
@@ -344,7 +347,27 @@ def nll_markdown(nll: dict[str, Any]) -> str:
               "rationales. Δ CI: bootstrap over seeds and questions; p: Wilcoxon signed-rank on each question's "
               "difference of seed means, Holm over the methods compared with one target; verdict better/worse "
               "needs Holm p < 0.05 and a CI excluding 0."]
+    lines += _nll_by_source_lines(nll)
     return "\n".join(lines) + "\n"
+
+
+MIN_SOURCE_RATIONALES = 10  # a per-source mean over fewer rationales is noise, not a teacher's style
+
+
+def _nll_by_source_lines(nll: dict[str, Any]) -> list[str]:
+    """Per-source means (teacher/perspective of the held-out rationales): whether a row's change comes from one
+    teacher's style or from all of them. Sources with fewer than MIN_SOURCE_RATIONALES rationales are left out."""
+    first = next(iter(nll["rows"].values()), {})
+    sources = [s for s, v in (first.get("by_source") or {}).items() if s and v["n_rationales"] >= MIN_SOURCE_RATIONALES]
+    if len(sources) < 2:
+        return []
+    head = ["Method", *[f"{s} (n={first['by_source'][s]['n_rationales']})" for s in sources]]
+    out = ["", "Mean NLL by held-out source (mean over seeds; sources with at least "
+           f"{MIN_SOURCE_RATIONALES} rationales):", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, row in nll["rows"].items():
+        bs = row.get("by_source") or {}
+        out.append("| " + " | ".join([name, *[f"{bs[s]['mean_nll']:.4f}" if s in bs else "—" for s in sources]]) + " |")
+    return out
 
 
 def uniform_injected_share(cfg: Config, dataset_dir: Path) -> float | None:

@@ -162,10 +162,11 @@ def test_nll_table_pairs_questions_and_seeds(tmp_path):
     rset = parse_set("eit:svamp")
     ids = [f"q{i}" for i in range(30)]
 
-    def write(folder, vals):
+    def write(folder, vals):  # two rationales per question: teacher a at v - 0.1, teacher b at v + 0.1
         folder.mkdir(parents=True)
-        (folder / f"{set_file_stem(rset)}.jsonl").write_text(
-            "".join(json.dumps({"id": i, "nll": v}) + "\n" for i, v in zip(ids, vals)))
+        (folder / f"{set_file_stem(rset)}.jsonl").write_text("".join(
+            json.dumps({"id": i, "nll": v, "nll_each": [v - 0.1, v + 0.1], "sources": ["a/l2", "b/l2"]}) + "\n"
+            for i, v in zip(ids, vals)))
 
     base = [1.0 + 0.01 * k for k in range(30)]
     write(tmp_path / "nll" / "base", base)
@@ -185,8 +186,12 @@ def test_nll_table_pairs_questions_and_seeds(tmp_path):
     vs_ref = t["paired"]["std_cot"]
     assert vs_ref["mind"]["delta"] == pytest.approx(0.0) and vs_ref["mind"]["verdict"] == "not separable"
     assert vs_ref["compact"]["delta"] == pytest.approx(-0.2) and vs_ref["compact"]["verdict"] == "better"
+    assert t["rows"]["compact"]["by_source"]["a/l2"] == {"mean_nll": pytest.approx(sum(base) / 30 - 0.40 + 0.0005),
+                                                          "n_rationales": 30}
     md = nll_markdown(t)
     assert "Held-out rationale NLL on `eit:svamp`" in md and "| compact (×2 seeds) |" in md
+    assert "| Method | a/l2 (n=30) | b/l2 (n=30) |" in md
+    assert f"| base | {sum(base) / 30 - 0.1:.4f} | {sum(base) / 30 + 0.1:.4f} |" in md
 
 
 def test_uniform_injected_share_counts_the_paths_a_method_selects(tmp_path):

@@ -7,7 +7,7 @@ import torch
 
 from cotdistill.curate.heldout import load_rationale_set, parse_set, set_file_stem
 from cotdistill.errors import CotdistillError
-from cotdistill.evaluate.rationale_nll import rationale_nll
+from cotdistill.evaluate.rationale_nll import nll_by_source, rationale_nll
 
 
 def test_nll_matches_a_hand_computation(tiny_model_dir):
@@ -17,7 +17,8 @@ def test_nll_matches_a_hand_computation(tiny_model_dir):
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     items = [{"question_id": "q1", "question": "Jack had 5 apples and ate 2. How many are left?", "gold": "3",
               "kind": "number", "choices": None,
-              "rationales": [{"text": "5 - 2 = 3."}, {"text": "He ate two of five, so three remain."}]}]
+              "rationales": [{"teacher": "gpt-4o", "perspective": "level2", "text": "5 - 2 = 3."},
+                             {"teacher": "gemini", "text": "He ate two of five, so three remain."}]}]
     got = rationale_nll(model, tok, items, instruction="", batch_size=1)[0]
 
     # by hand: prompt = the chat template's user turn with the generation prompt; target = rationale +
@@ -42,6 +43,16 @@ def test_nll_matches_a_hand_computation(tiny_model_dir):
     each = [nll(r["text"]) for r in items[0]["rationales"]]
     assert got["nll_each"] == pytest.approx(each, rel=1e-5)
     assert got["nll"] == pytest.approx(sum(each) / 2, rel=1e-5) and got["n_rationales"] == 2
+    assert got["sources"] == ["gpt-4o/level2", "gemini"]
+
+
+def test_nll_by_source_is_the_mean_over_each_sources_rationales():
+    rows = [{"nll_each": [1.0, 2.0], "sources": ["a/x", "b"]},
+            {"nll_each": [3.0], "sources": ["a/x"]},
+            {"nll_each": [0.5]}]  # a row written before sources were recorded
+    assert nll_by_source(rows) == {"": {"mean_nll": 0.5, "n_rationales": 1},
+                                   "a/x": {"mean_nll": 2.0, "n_rationales": 2},
+                                   "b": {"mean_nll": 2.0, "n_rationales": 1}}
 
 
 def test_set_spec_errors():
@@ -64,3 +75,22 @@ def test_eit_set_of_svamp_test_questions(data_dir, tmp_path, monkeypatch):
 
     assert {it["question_id"] for it in items} <= {e.id for e in load_benchmark("svamp")}
     assert not any("The answer is" in r["text"].splitlines()[-1] for it in items for r in it["rationales"])
+
+
+def test_rows_written_before_sources_get_them_from_the_set(data_dir, tmp_path, monkeypatch):
+    """A run finished by an older version has no ``sources``: they follow the set's rationale order."""
+    import json
+
+    from cotdistill.evaluate.rationale_nll import read_nll_rows
+
+    monkeypatch.setenv("COTDISTILL_CACHE_DIR", str(tmp_path / "cache"))
+    rset = parse_set("eit:svamp", {"datasets": ["svamp"], "levels": [2, 4]}, 2)
+    first, second = load_rationale_set(rset)[:2]
+    rows = [{"id": first["question_id"], "nll": 1.0, "nll_each": [0.5, 1.5]},
+            {"id": second["question_id"], "nll": 1.0, "nll_each": [1.0]}]  # length differs from the set: unnamed
+    (tmp_path / f"{set_file_stem(rset)}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    got = read_nll_rows(tmp_path, rset)
+    assert len(first["rationales"]) == 2 and len(second["rationales"]) == 2
+    assert got[0]["sources"] == [f"{r['teacher']}/{r['perspective']}" for r in first["rationales"]]
+    assert got[0]["sources"][0] != got[0]["sources"][1]  # round-robin over teachers
+    assert got[1]["sources"] == [""]

@@ -41,6 +41,7 @@ def rationale_nll(model, tokenizer, items: list[dict], *, instruction: str, answ
 
     Returns:
         one dict per item: ``id``, ``nll`` (mean over its rationales of the token-mean NLL), ``nll_each`` [R],
+        ``sources`` [R] (``teacher/perspective`` of each rationale, "" when the item does not name it),
         ``n_rationales``, ``n_tokens`` (completion tokens scored), ``truncated`` (rationales cut to fit).
     """
     import torch
@@ -72,9 +73,28 @@ def rationale_nll(model, tokenizer, items: list[dict], *, instruction: str, answ
     out = []
     for i, it in enumerate(items):
         vals = each[i]
-        out.append({"id": it["question_id"], "nll": sum(vals) / len(vals), "nll_each": vals,
+        sources = [source_label(r) for r in it["rationales"]]
+        out.append({"id": it["question_id"], "nll": sum(vals) / len(vals), "nll_each": vals, "sources": sources,
                     "n_rationales": len(vals), "n_tokens": tokens[i], "truncated": cut[i]})
     return out
+
+
+def source_label(rationale: dict) -> str:
+    """``teacher/perspective`` of a held-out rationale ("" when it names neither)."""
+    parts = [str(rationale[k]) for k in ("teacher", "perspective") if rationale.get(k)]
+    return "/".join(parts)
+
+
+def nll_by_source(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Mean token-mean NLL per rationale source over :func:`rationale_nll` rows:
+    ``{source: {"mean_nll", "n_rationales"}}``, sorted by source. Shows whether a change in the set's mean comes
+    from one teacher's style or from all of them."""
+    acc: dict[str, list[float]] = defaultdict(list)
+    for r in rows:
+        each = r.get("nll_each") or []
+        for src, v in zip(r.get("sources") or [""] * len(each), each):
+            acc[src].append(float(v))
+    return {s: {"mean_nll": sum(v) / len(v), "n_rationales": len(v)} for s, v in sorted(acc.items())}
 
 
 def run_rationale_nll(model_spec: str, rset: RationaleSet, output_dir: str | os.PathLike, *,
@@ -122,6 +142,7 @@ def run_rationale_nll(model_spec: str, rset: RationaleSet, output_dir: str | os.
         "n_rationales": int(sum(r["n_rationales"] for r in rows)), "n_tokens": int(sum(r["n_tokens"] for r in rows)),
         "truncated_rationales": int(sum(r["truncated"] for r in rows)),
         "mean_nll": float(vals.mean()), "ci95": [lo, hi], "ppl_of_mean": math.exp(float(vals.mean())),
+        "by_source": nll_by_source(rows),
         "model": model_spec, "adapter": adapter, "provenance": prov, "instruction": instruction,
         "user_prefix": user_prefix, "dtype": dtype, "max_seq_len": max_seq_len,
     }
@@ -131,9 +152,20 @@ def run_rationale_nll(model_spec: str, rset: RationaleSet, output_dir: str | os.
     return summary
 
 
-def read_nll_vector(output_dir: str | os.PathLike, rset: RationaleSet) -> dict[str, float]:
-    """question id → NLL from a finished :func:`run_rationale_nll` folder."""
+def read_nll_rows(output_dir: str | os.PathLike, rset: RationaleSet) -> list[dict[str, Any]]:
+    """The per-question rows of a finished :func:`run_rationale_nll` folder, each with ``sources``.
+
+    Rows written before sources were recorded get them from the set itself (:func:`load_rationale_set` is
+    deterministic: ``nll_each`` follows its rationale order).
+    """
     path = Path(output_dir) / f"{set_file_stem(rset)}.jsonl"
     if not path.is_file():
         raise CotdistillError(f"{path}: rationale NLL missing (run the comparison again to finish it)")
-    return {str(r["id"]): float(r["nll"]) for r in read_jsonl(path)}
+    rows = list(read_jsonl(path))
+    if any("sources" not in r and "nll_each" in r for r in rows):
+        by_id = {str(it["question_id"]): [source_label(r) for r in it["rationales"]] for it in load_rationale_set(rset)}
+        for r in rows:
+            if "sources" not in r and "nll_each" in r:
+                src = by_id.get(str(r["id"]), [])
+                r["sources"] = src if len(src) == len(r["nll_each"]) else [""] * len(r["nll_each"])
+    return rows
