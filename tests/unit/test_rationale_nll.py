@@ -94,3 +94,17 @@ def test_rows_written_before_sources_get_them_from_the_set(data_dir, tmp_path, m
     assert got[0]["sources"] == [f"{r['teacher']}/{r['perspective']}" for r in first["rationales"]]
     assert got[0]["sources"][0] != got[0]["sources"][1]  # round-robin over teachers
     assert got[1]["sources"] == [""]
+
+
+def test_old_rows_without_the_sets_files_keep_their_table(tmp_path, monkeypatch, caplog):
+    """Reading an older run where the data directory is absent: the rows load, their sources stay unnamed."""
+    import json
+
+    from cotdistill.evaluate.rationale_nll import read_nll_rows
+
+    monkeypatch.setenv("COTDISTILL_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("COTDISTILL_DATA_DIR", str(tmp_path / "no-data"))
+    rset = parse_set("eit:svamp", {"datasets": ["svamp"], "levels": [2, 4]}, 2)
+    (tmp_path / f"{set_file_stem(rset)}.jsonl").write_text(json.dumps({"id": "q", "nll": 1.0, "nll_each": [1.0]}) + "\n")
+    assert read_nll_rows(tmp_path, rset) == [{"id": "q", "nll": 1.0, "nll_each": [1.0], "sources": [""]}]
+    assert "rationale sources unknown" in caplog.text and "no-data" in caplog.text

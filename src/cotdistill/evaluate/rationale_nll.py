@@ -21,6 +21,7 @@ Files in the output folder: ``rationale_nll-<set>.jsonl`` (one line per question
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from collections import defaultdict
@@ -30,6 +31,9 @@ from typing import Any
 from cotdistill.curate.heldout import RationaleSet, load_rationale_set, parse_set, set_file_stem  # noqa: F401
 from cotdistill.errors import CotdistillError
 from cotdistill.utils.io import atomic_write_json, read_jsonl, stable_hash
+
+log = logging.getLogger(__name__)
+
 
 def rationale_nll(model, tokenizer, items: list[dict], *, instruction: str, answer_suffix: str = "The answer is: {a}",
                   max_seq_len: int = 2048, batch_size: int = 8, user_prefix: str = "") -> list[dict[str, Any]]:
@@ -163,7 +167,12 @@ def read_nll_rows(output_dir: str | os.PathLike, rset: RationaleSet) -> list[dic
         raise CotdistillError(f"{path}: rationale NLL missing (run the comparison again to finish it)")
     rows = list(read_jsonl(path))
     if any("sources" not in r and "nll_each" in r for r in rows):
-        by_id = {str(it["question_id"]): [source_label(r) for r in it["rationales"]] for it in load_rationale_set(rset)}
+        try:
+            by_id = {str(it["question_id"]): [source_label(r) for r in it["rationales"]]
+                     for it in load_rationale_set(rset)}
+        except (CotdistillError, OSError) as e:  # the set's files are not here: the table stays, unbroken down
+            log.warning("%s: rationale sources unknown (%s); the per-source table leaves these rows out", path, e)
+            by_id = {}
         for r in rows:
             if "sources" not in r and "nll_each" in r:
                 src = by_id.get(str(r["id"]), [])
