@@ -105,13 +105,13 @@ def test_ctrl_c_stops_cleanly_and_resumes(tmp_path):
     q = write_questions(tmp_path / "q.jsonl", 12)
     total = 12 * (len(PERSPECTIVES) + 1)
     records = tmp_path / "k" / "rationales" / "records.jsonl"
-    # 0.2 s per answer, 2 at a time: the run lasts >= 5 s, so the interrupt lands mid-run even when a loaded machine
-    # schedules this loop late (at 0.05 s it once finished all 48 before the loop saw 5 records)
-    with start_server(make_responder(delay_s=0.2)) as srv:
+    with start_server(make_responder(delay_s=0.05)) as srv:
         cfg = write_config(tmp_path / "k.yaml", questions=q, base_url=srv.url, run_dir=tmp_path / "k",
                            perspectives=PERSPECTIVES, max_concurrency=2)
+        # Ctrl-C as in a terminal: a suite started in the background (`pytest &` in a script) inherits SIGINT
+        # ignored, and Python then never raises KeyboardInterrupt, so the child gets the default disposition back
         p = subprocess.Popen(_cmd(cfg, tmp_path / "k"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(),
-                             text=True)
+                             text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.monotonic() + 60
         while p.poll() is None and _lines(records) < 5 and time.monotonic() < deadline:
             time.sleep(0.005)
