@@ -388,9 +388,10 @@ def uniform_injected_share(cfg: Config, dataset_dir: Path) -> float | None:
 
 def build_probe(cfg: Config, shared: Path, rows: list[str], table: dict[str, Any]) -> dict[str, Any]:
     """The teacher-compatibility probe (issue 14), per row and seed: the weight share that went to injected
-    paths over training (α; MIND's kept set too), the share an unweighted method gives them, and the row's
-    held-out NLL and accuracy per seed. Writes ``injected_share.png`` (trajectories) into ``shared``."""
-    from cotdistill.analysis.dynamics import injected_share, load_dynamics, plot_injected_share
+    paths over training (α; MIND's kept set too), the share an unweighted method gives them, the row's
+    held-out NLL and accuracy per seed, and where a weighted row's α went per source (teacher or perspective,
+    with its training CE where logged). Writes ``injected_share.png`` (trajectories) into ``shared``."""
+    from cotdistill.analysis.dynamics import injected_share, load_dynamics, plot_injected_share, weight_by_source
 
     out: dict[str, Any] = {"rows": {}}
     series: dict[str, dict] = {}
@@ -409,9 +410,13 @@ def build_probe(cfg: Config, shared: Path, rows: list[str], table: dict[str, Any
                     "kept": None if kept is None else {k: v for k, v in kept.items() if k not in ("steps", "share")}}
             if alpha is not None:
                 series[f"{row} s{seed}"] = alpha
+                cell["by_source"] = weight_by_source(recs, "alpha")
             entry["seeds"][str(seed)] = cell
         if uni is not None and alpha is None:
             uniforms.append(uni)
+        by_source = _mean_over_seeds([c["by_source"] for c in entry["seeds"].values() if c.get("by_source")])
+        if by_source:
+            entry["by_source"] = by_source
         out["rows"][row] = entry
     if series:
         out["plot"] = str(plot_injected_share(series, shared / "injected_share.png",
@@ -446,7 +451,36 @@ def probe_markdown(probe: dict[str, Any], table: dict[str, Any]) -> str:
               "uniform share; a weighting that distrusts the injected paths falls below it."]
     if probe.get("plot"):
         lines += ["", f"![weight share on injected paths over training]({probe['plot']})"]
+    lines += _by_source_markdown(probe)
     return "\n".join(lines) + "\n"
+
+
+def _mean_over_seeds(cells: list[dict[str, dict]]) -> dict[str, dict]:
+    """Seed mean of :func:`cotdistill.analysis.dynamics.weight_by_source` results: per source ``share`` and
+    ``ce`` (over the seeds that log it; None if none), and ``seeds`` (how many seeds had the source)."""
+    out: dict[str, dict] = {}
+    for src in dict.fromkeys(k for c in cells for k in c):  # first-seen order: clean sources, injected last
+        vals = [c[src] for c in cells if src in c]
+        ces = [v["ce"] for v in vals if v.get("ce") is not None]
+        out[src] = {"share": float(np.mean([v["share"] for v in vals])), "seeds": len(vals),
+                    "ce": float(np.mean(ces)) if ces else None}
+    return out
+
+
+def _by_source_markdown(probe: dict[str, Any]) -> list[str]:
+    """Per weighted row, the seed mean of each source's α share (and training CE where logged)."""
+    rows = {row: e["by_source"] for row, e in probe["rows"].items() if e.get("by_source")}
+    if not rows:
+        return []
+    sources = list(dict.fromkeys(src for per in rows.values() for src in per))
+    lines = ["", "Where each weighted row's α went, per source (mean over seeds of the source's share of a "
+             "question's α over the steps where it has a path; training CE of its paths in brackets where the "
+             "method logs it):", "", "| Method | " + " | ".join(sources) + " |", "|" + "---|" * (len(sources) + 1)]
+    for row, per in rows.items():
+        cells = ["—" if src not in per else f"{per[src]['share']:.3f}"
+                 + (f" ({per[src]['ce']:.3f})" if per[src]["ce"] is not None else "") for src in sources]
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _cell_finished(mc: Config, eval_dir: Path, nll: bool) -> bool:

@@ -69,3 +69,27 @@ def test_injected_share_by_hand():
     assert s["last_quarter"] == pytest.approx(0.05)
     assert s["by_kind"] == pytest.approx({"off_topic": 0.1, "shuffled": 0.3, "truncated": 0.075})
     assert injected_share(recs, "kept") is None
+
+
+def test_weight_by_source_by_hand():
+    """Where α went per teacher (two teachers in the log), with each teacher's mean training CE."""
+    from cotdistill.analysis.dynamics import weight_by_source
+
+    recs = [
+        {"step": 1, "signals": {"alpha": {"gpt/l2": 0.2, "gpt/l4": 0.2, "gem/l2": 0.4,
+                                          "injected-shuffled/injected-shuffled": 0.2},
+                                "ce": {"gpt/l2": 1.0, "gpt/l4": 2.0, "gem/l2": 0.5,
+                                       "injected-shuffled/injected-shuffled": 3.0}}},
+        {"step": 2, "signals": {"alpha": {"gpt/l2": 3.0, "gem/l2": 1.0}, "ce": {"gpt/l2": 0.9, "gem/l2": 0.7}}},
+        {"step": 3, "signals": {"loss": 1.0}},  # no weights at this step: skipped
+    ]
+    got = weight_by_source(recs)
+    assert list(got) == ["gem", "gpt", "injected-shuffled"]  # injected sources last
+    assert got["gpt"] == {"share": pytest.approx((0.4 + 0.75) / 2), "steps": 2, "ce": pytest.approx((1.5 + 0.9) / 2)}
+    assert got["gem"] == {"share": pytest.approx((0.4 + 0.25) / 2), "steps": 2, "ce": pytest.approx(0.6)}
+    assert got["injected-shuffled"] == {"share": pytest.approx(0.2), "steps": 1, "ce": pytest.approx(3.0)}
+    # one teacher's perspectives: "auto" groups by the whole label; no CE logged gives None
+    one = [{"signals": {"alpha": {"t/analogy": 1.0, "t/algebra": 3.0}}}]
+    assert weight_by_source(one) == {"t/algebra": {"share": 0.75, "steps": 1, "ce": None},
+                                     "t/analogy": {"share": 0.25, "steps": 1, "ce": None}}
+    assert weight_by_source(recs, "kept") is None

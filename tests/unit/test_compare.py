@@ -299,3 +299,28 @@ def test_probe_table_of_a_partial_run_lists_finished_cells_only(tmp_path):
     probe = md[md.index("### Teacher-compatibility probe"):]
     assert [ln for ln in probe.splitlines() if ln.startswith("| std_cot_all | ")] == [
         "| std_cot_all | 0 | 0.500 (uniform) | — | 0.8000 | 30.0 |"]
+
+
+def test_probe_markdown_tabulates_weight_by_source():
+    """The probe section adds, per weighted row, each source's α share averaged over seeds (CE where logged)."""
+    from cotdistill.compare import _mean_over_seeds, probe_markdown
+
+    seeds = [{"gem": {"share": 0.4, "steps": 3, "ce": 0.7},
+              "injected-shuffled": {"share": 0.1, "steps": 2, "ce": None}},
+             {"gem": {"share": 0.6, "steps": 3, "ce": 0.9}, "gpt": {"share": 0.4, "steps": 3, "ce": None}}]
+    mean = _mean_over_seeds(seeds)
+    assert list(mean) == ["gem", "injected-shuffled", "gpt"]
+    assert mean["gem"] == {"share": pytest.approx(0.5), "seeds": 2, "ce": pytest.approx(0.8)}
+    assert mean["injected-shuffled"] == {"share": 0.1, "seeds": 1, "ce": None}
+    unweighted = {"alpha": None, "kept": None}
+    probe = {"rows": {"mind": {"method": "mind", "uniform_share": 0.5, "by_source": mean,
+                               "seeds": {"0": unweighted, "1": unweighted}},
+                      "std_cot_all": {"method": "std_cot", "uniform_share": 0.5, "seeds": {"0": unweighted}}}}
+    table = {"benchmarks": ["svamp"], "rows": {"mind": {"seed_labels": ["0", "1"], "benchmarks": {
+        "svamp": {"per_seed": [0.1, 0.2]}}}, "std_cot_all": {"seed_labels": ["0"], "benchmarks": {
+            "svamp": {"per_seed": [0.1]}}}}}
+    md = probe_markdown(probe, table)
+    by_source = md[md.index("Where each weighted row"):]
+    assert "| Method | gem | injected-shuffled | gpt |" in by_source
+    assert "| mind | 0.500 (0.800) | 0.100 | 0.400 |" in by_source
+    assert "std_cot_all" not in by_source  # unweighted rows have no α to break down

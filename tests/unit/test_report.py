@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 
@@ -209,6 +210,28 @@ def test_compare_run_shows_paired_differences(tmp_path):
     assert "<b>Not run:</b> paired differences" in _section(write_report(run).read_text(), "compare")
     # a plain run folder has no Comparison section
     assert "compare" not in _parse(write_report(tmp_path / "cmp" / "mind-s0").read_text()).sections
+
+
+def test_probe_compare_shows_nll_and_weight_sections(tmp_path):
+    """A probe run's compare.json (the committed 3-seed probe export): the report adds the held-out NLL table,
+    the weight share on injected paths with its trajectory plot, and the per-source weight table."""
+    import json
+
+    src = Path(__file__).resolve().parents[2] / "results" / "probe_compat_cpu"
+    table = json.loads((src / "compare.json").read_text())
+    run = tmp_path / "probe"
+    run.mkdir()
+    (run / "compare.json").write_text(json.dumps(table))
+    shutil.copy(src / "injected_share.png", run / "injected_share.png")
+    c = _section(write_report(run).read_text(), "compare")
+    assert "Held-out rationale NLL on <code>eit:svamp</code>" in c
+    mind = table["rationale_nll"]["paired"]["std_cot_all"]["mind"]
+    assert f"{mind['delta']:+.4f}" in c and "Teacher-compatibility probe" in c
+    assert c.count("<img") == 1 and "Where the weight went, per source" in c
+    share = table["probe"]["rows"]["mind"]["by_source"]["gemini-1.5-flash"]["share"]
+    assert f"<td class='num'>{share:.3f} <span class='ci'>CE " in c
+    (run / "injected_share.png").unlink()  # a missing plot leaves the tables
+    assert "<img" not in _section(write_report(run).read_text(), "compare")
 
 
 def test_dynamics_figures_drawn_without_analysis(tmp_path):

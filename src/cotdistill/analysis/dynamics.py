@@ -179,6 +179,56 @@ def injected_share(records: list[dict], signal: str = "alpha") -> dict[str, Any]
             "by_kind": {k: float(np.mean(v)) for k, v in sorted(by_kind.items())}}
 
 
+def weight_by_source(records: list[dict], signal: str = "alpha", level: str = "auto") -> dict[str, dict] | None:
+    """Where a per-label weight went, per source: the teacher (``level="teacher"``, the label's part before ``/``)
+    or the whole label (``"label"``: one teacher's perspectives); ``"auto"`` takes teachers when the log names
+    at least two, else labels.
+
+    At each step: a source's share = Σ of its labels' ``signal`` / Σ over all labels (one question per step:
+    that question's paths); a source's value is the mean over the steps where it has a path. Beside it, the mean
+    of the step's per-label training CE (the ``ce`` signal, MIND's) of the source, where the log has it.
+
+    Returns ``{source: {"share": float, "steps": int, "ce": float | None}}`` (sources sorted, injected ones
+    last), or None when ``signal`` never holds per-label values.
+    """
+    steps = [rec.get("signals") or {} for rec in records]
+    labels = {k for sig in steps if isinstance(sig.get(signal), dict) for k in sig[signal]}
+    if not labels:
+        return None
+    if level == "auto":
+        level = "teacher" if len({k.split("/")[0] for k in labels if not is_injected_label(k)}) >= 2 else "label"
+
+    def source(label: str) -> str:
+        return label.split("/")[0] if level == "teacher" else label
+
+    shares: dict[str, list[float]] = {}
+    ces: dict[str, list[float]] = {}
+    for sig in steps:
+        vals = sig.get(signal)
+        if not isinstance(vals, dict):
+            continue
+        total = sum(float(v) for v in vals.values() if _num(v))
+        if total <= 0:
+            continue
+        per: dict[str, float] = {}
+        for k, v in vals.items():
+            if _num(v):
+                per[source(k)] = per.get(source(k), 0.0) + float(v) / total
+        for src, v in per.items():
+            shares.setdefault(src, []).append(v)
+        ce = sig.get("ce")
+        if isinstance(ce, dict):
+            by_src: dict[str, list[float]] = {}
+            for k, v in ce.items():
+                if _num(v):
+                    by_src.setdefault(source(k), []).append(float(v))
+            for src, v in by_src.items():
+                ces.setdefault(src, []).append(float(np.mean(v)))
+    order = sorted(shares, key=lambda k: (is_injected_label(k), k))
+    return {k: {"share": float(np.mean(shares[k])), "steps": len(shares[k]),
+                "ce": float(np.mean(ces[k])) if k in ces else None} for k in order}
+
+
 def plot_injected_share(series: dict[str, dict], out_path: str | Path, uniform: float | None = None) -> Path:
     """One line per run (name → :func:`injected_share` result, smoothed over 10 steps) of the weight share on
     injected paths over training; ``uniform``: the share an unweighted method gives them (dashed)."""

@@ -621,6 +621,73 @@ def _compare_section(run_dir: Path) -> str | None:
     notes = [n for n in table.get("notes") or [] if isinstance(n, str)]
     if notes:
         out += "<ul class='warn'>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>"
+    if isinstance(table.get("rationale_nll"), dict):
+        out += _compare_nll_html(table["rationale_nll"])
+    if isinstance(table.get("probe"), dict):
+        out += _compare_probe_html(table["probe"], run_dir)
+    return out
+
+
+def _compare_nll_html(nll: dict) -> str:
+    """The comparison's held-out rationale NLL: per row mean [CI], and the paired Δ to each target."""
+    targets = [t for t in (nll.get("paired") or {}) if isinstance(t, str)]
+    head = ("<tr><th>method</th><th>mean NLL [95% CI]</th>"
+            + "".join(f"<th>Δ vs {_e(t)} [95% CI] (Holm p, verdict)</th>" for t in targets) + "</tr>")
+    rows = ""
+    for name, r in (nll.get("rows") or {}).items():
+        ci = r.get("ci95") or [None, None]
+        cells = (f"<td class='num'>{_fmt(r.get('mean_nll'), 4)} "
+                 f"<span class='ci'>[{_fmt(ci[0], 4)}, {_fmt(ci[1], 4)}]</span></td>")
+        for t in targets:
+            d = ((nll["paired"].get(t) or {}).get(name)) or {}
+            if d.get("delta") is None:
+                cells += "<td>–</td>"
+                continue
+            dci = d.get("ci95") or [None, None]
+            v = d.get("verdict") or "–"
+            cls = "up" if v == "better" else "down" if v == "worse" else ""
+            cells += (f"<td class='num {cls}'>{d['delta']:+.4f} <span class='ci'>[{_fmt(dci[0], 4)}, {_fmt(dci[1], 4)}]"
+                      f"</span> ({_fmt(d.get('p_holm'))}, {_e(v)})</td>")
+        rows += f"<tr><th>{_e(name)}</th>{cells}</tr>"
+    return (f"<h3>Held-out rationale NLL on <code>{_e(nll.get('set'))}</code> (lower is better)</h3>"
+            f"<table>{head}{rows}</table><p class='note'>Mean token NLL of held-out teacher rationales of evaluation "
+            "questions no method trains on; Δ CI: bootstrap over seeds and questions; p: Wilcoxon signed-rank, "
+            "Holm over the methods compared with one target.</p>")
+
+
+def _compare_probe_html(probe: dict, run_dir: Path) -> str:
+    """The teacher-compatibility probe: weight share on injected paths per row and seed, its trajectory plot,
+    and where each weighted row's α went per source."""
+    rows = ""
+    for name, e in (probe.get("rows") or {}).items():
+        for seed, cell in (e.get("seeds") or {}).items():
+            a, k = cell.get("alpha"), cell.get("kept")
+            share = (f"{_fmt(a.get('mean'))} ({_fmt(a.get('first_quarter'))} → {_fmt(a.get('last_quarter'))})" if a
+                     else f"{_fmt(e.get('uniform_share'))} (uniform)" if e.get("uniform_share") is not None else "–")
+            kept = (f"{_fmt(k.get('mean'))} ({_fmt(k.get('first_quarter'))} → {_fmt(k.get('last_quarter'))})"
+                    if k else "–")
+            rows += (f"<tr><th>{_e(name)}</th><td>{_e(seed)}</td><td class='num'>{share}</td>"
+                     f"<td class='num'>{kept}</td></tr>")
+    out = ("<h3>Teacher-compatibility probe: weight on injected paths</h3><table><tr><th>method</th><th>seed</th>"
+           "<th>weight on injected (mean; first → last quarter)</th><th>MIND kept set on injected</th></tr>"
+           f"{rows}</table>")
+    plot = probe.get("plot")
+    if isinstance(plot, str) and (run_dir / plot).is_file():
+        out += _img(run_dir / plot, "weight share on injected paths over training (10-step mean)")
+    per_row = {name: e["by_source"] for name, e in (probe.get("rows") or {}).items() if e.get("by_source")}
+    if per_row:
+        sources = list(dict.fromkeys(src for per in per_row.values() for src in per))
+        body = ""
+        for name, per in per_row.items():
+            cells = "".join(
+                "<td>–</td>" if src not in per else f"<td class='num'>{_fmt(per[src].get('share'))}"
+                + (f" <span class='ci'>CE {_fmt(per[src]['ce'])}</span>" if per[src].get("ce") is not None else "")
+                + "</td>" for src in sources)
+            body += f"<tr><th>{_e(name)}</th>{cells}</tr>"
+        out += ("<h3>Where the weight went, per source</h3><table><tr><th>method</th>"
+                + "".join(f"<th>{_e(s)}</th>" for s in sources) + f"</tr>{body}</table><p class='note'>Mean over "
+                "seeds of a source's share of a question's α over the steps where it has a path; CE: the training "
+                "cross-entropy of its paths where the method logs it.</p>")
     return out
 
 
