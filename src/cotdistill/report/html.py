@@ -680,7 +680,7 @@ def _compare_probe_html(probe: dict, run_dir: Path) -> str:
         body = ""
         for name, per in per_row.items():
             cells = "".join(
-                "<td>–</td>" if src not in per else f"<td class='num'>{_fmt(per[src].get('share'))}"
+                "<td>–</td>" if src not in per else f"<td class='num'>{per[src]['share']:.3f}"
                 + (f" <span class='ci'>CE {_fmt(per[src]['ce'])}</span>" if per[src].get("ce") is not None else "")
                 + "</td>" for src in sources)
             body += f"<tr><th>{_e(name)}</th>{cells}</tr>"
