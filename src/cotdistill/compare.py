@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +120,8 @@ def _num(x: float) -> float | None:
 
 
 def build_table(shared_dir: Path, cells: dict[str, list[Path]], benchmarks: list[str], *,
-                reference: str | None = "std_cot", alpha: float = ALPHA, n_boot: int = N_BOOT) -> dict[str, Any]:
+                reference: str | None = "std_cot", also: Sequence[str] = (), alpha: float = ALPHA,
+                n_boot: int = N_BOOT) -> dict[str, Any]:
     """Accuracy table and paired differences: rows = base + methods, columns = benchmarks.
 
     Accuracy per row and benchmark: mean over seeds, with the interval of
@@ -141,6 +142,7 @@ def build_table(shared_dir: Path, cells: dict[str, list[Path]], benchmarks: list
             number in that name pairs seeds between methods; rows may have different seed counts).
         benchmarks: benchmark specs (columns).
         reference: the second comparison target (default Std-CoT).
+        also: further targets (``compare.also_vs``), each its own Holm family.
         alpha: test level, 1 − interval coverage.
         n_boot: bootstrap replicates per interval.
     """
@@ -181,7 +183,7 @@ def build_table(shared_dir: Path, cells: dict[str, list[Path]], benchmarks: list
 
     notes: list[str] = []
     paired: dict[str, dict[str, dict[str, Any]]] = {}
-    targets = ["base"] + ([reference] if reference and reference != "base" else [])
+    targets = _targets(reference, also)
     if not reference:
         notes.append("no reference method given: only the differences to the base student are shown")
     for target in targets:
@@ -203,6 +205,15 @@ def build_table(shared_dir: Path, cells: dict[str, list[Path]], benchmarks: list
             paired.setdefault(target, {})[b] = {m: r.as_dict() for m, r in family.items()}
     return {"benchmarks": benchmarks, "roles": roles, "rows": rows, "reference": reference, "paired": paired,
             "notes": notes, "statistics": {"alpha": alpha, "n_boot": n_boot, "description": STATISTICS_NOTE}}
+
+
+def _targets(reference: str | None, also: Sequence[str]) -> list[str]:
+    """The paired comparison targets in table order: the base student, the reference, then ``also``."""
+    out = ["base"]
+    for t in [reference, *also]:
+        if t and t not in out:
+            out.append(t)
+    return out
 
 
 STATISTICS_NOTE = (
@@ -282,9 +293,9 @@ def table_markdown(table: dict[str, Any]) -> str:
 
 
 def build_nll_table(shared_dir: Path, cells: dict[str, list[Path]], rset: Any, *, reference: str | None = "std_cot",
-                    alpha: float = ALPHA, n_boot: int = N_BOOT) -> dict[str, Any]:
+                    also: Sequence[str] = (), alpha: float = ALPHA, n_boot: int = N_BOOT) -> dict[str, Any]:
     """Held-out rationale NLL per row (mean over seeds and questions, lower is better) and the paired
-    differences to the base student and to ``reference`` (:func:`cotdistill.evaluate.stats.paired_metric_difference`:
+    differences to the base student, to ``reference`` and to each of ``also`` (:func:`cotdistill.evaluate.stats.paired_metric_difference`:
     Δ with a seeds × questions bootstrap CI, Wilcoxon signed-rank, Holm over the rows compared with one target).
 
     Args:
@@ -315,7 +326,7 @@ def build_nll_table(shared_dir: Path, cells: dict[str, list[Path]], rset: Any, *
         rows[name] = {"mean_nll": float(m.mean()), "ci95": [float(lo), float(hi)], "n": len(ids),
                       "seeds": len(vecs[name]), "per_seed": m.mean(1).tolist(), "by_source": by_source}
     paired: dict[str, dict[str, Any]] = {}
-    for target in ["base"] + ([reference] if reference and reference in vecs and reference != "base" else []):
+    for target in [t for t in _targets(reference, also) if t in vecs]:
         family = {}
         for name in vecs:
             if name in ("base", target):
@@ -614,7 +625,9 @@ def run_compare(cfg: Config, *, dry_run: bool = False, echo: Callable[[str], Non
     if not chosen:
         raise CotdistillError(f"{shared}: no comparison cell has finished yet (not run: {', '.join(not_run)})")
     reference = cfg.compare.reference if cfg.compare.reference in chosen else None
-    table = build_table(shared, {m: cells[m] for m in chosen}, list(cfg.eval.benchmarks), reference=reference)
+    also = [m for m in cfg.compare.also_vs if m in chosen]
+    table = build_table(shared, {m: cells[m] for m in chosen}, list(cfg.eval.benchmarks), reference=reference,
+                        also=also)
     table["not_run"] = not_run
     table["rows_not_run"] = rows_not_run
     if not_run:
@@ -626,7 +639,7 @@ def run_compare(cfg: Config, *, dry_run: bool = False, echo: Callable[[str], Non
 
         rset = parse_set(nll_cfg.set, nll_cfg.options, nll_cfg.max_per_question)
         nll_cells = {m: [d.parent.parent / "nll" / d.name for d in cells[m]] for m in chosen}
-        table["rationale_nll"] = build_nll_table(shared, nll_cells, rset, reference=reference)
+        table["rationale_nll"] = build_nll_table(shared, nll_cells, rset, reference=reference, also=also)
     table["provenance"] = {"config": json.loads(json.dumps(cfg.model_dump(mode="json"))), "seeds": cfg.compare.seeds}
     if cfg.curate.inject is not None:
         table["probe"] = build_probe(cfg, shared, chosen, table)

@@ -543,6 +543,11 @@ class CompareConfig(Section):
     reference: str | None = Field(
         "std_cot", description="Row every method is also compared with, paired (besides the base student)."
     )
+    also_vs: list[str] = Field(
+        default_factory=list,
+        description="More rows every method is also compared with, paired (e.g. `std_cot_all`: MIND's weighting "
+        "against uniform SFT on the same paths); each target is its own Holm family.",
+    )
     tune: bool = Field(
         False,
         description="This comparison chooses settings (a budget search): it may only score dev splits "
@@ -562,6 +567,9 @@ class CompareConfig(Section):
             if "reference" in self.model_fields_set:
                 raise ValueError(f"reference: {self.reference!r} is not in compare.methods")
             self.__dict__["reference"] = None  # the default (std_cot) when the table has no Std-CoT row
+        for name in self.also_vs:
+            if name not in self.methods:
+                raise ValueError(f"also_vs: {name!r} is not in compare.methods")
         return self
 
     def method_of(self, row: str) -> str:

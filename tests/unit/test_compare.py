@@ -99,6 +99,38 @@ def test_paired_differences_by_hand(tmp_path):
     json.dumps(t, allow_nan=False)  # compare.json stays strict JSON
 
 
+def test_also_vs_adds_a_target_with_its_own_holm_family(tmp_path):
+    """compare.also_vs: the runs of test_paired_differences_by_hand, also compared with sbs.
+
+    mind vs sbs: seed 3 mind-only q13–q17 (5:0, exact McNemar 2/2^5 = 0.0625), seed 4 q17 only (1:0, p = 1);
+    over seeds q13–q16 +0.5 and q17 +1: 5 nonzero, all positive → 2/2^5 = 0.0625.
+    std_cot vs sbs: sbs-only 3 and 7 → over seeds 7 nonzero, all negative → 2/2^7 = 0.015625.
+    Holm over this family of two: 2 × 0.015625 = 0.03125 (std_cot), max(0.0625, 0.03125) = 0.0625 (mind).
+    """
+    base = [1] * 10 + [0] * 30
+    _eval(tmp_path / "eval" / "base", "svamp", base)
+    runs = {"mind": [[1] * 18 + [0] * 22] * 2, "sbs": [[1] * 13 + [0] * 27, [1] * 17 + [0] * 23],
+            "std_cot": [base, base]}
+    cells = {}
+    for m, per_seed in runs.items():
+        for seed, v in zip((3, 4), per_seed):
+            _eval(_cell(tmp_path, m, seed), "svamp", v)
+            cells.setdefault(m, []).append(_cell(tmp_path, m, seed))
+    t = build_table(tmp_path, cells, ["svamp"], also=["sbs", "std_cot"], n_boot=500)
+    assert list(t["paired"]) == ["base", "std_cot", "sbs"]  # a target named twice is compared once
+    vs_sbs = t["paired"]["sbs"]["svamp"]
+    assert list(vs_sbs) == ["mind", "std_cot"]
+    assert [s["p"] for s in vs_sbs["mind"]["per_seed"]] == pytest.approx([0.0625, 1.0])
+    assert [vs_sbs[m]["p_combined"] for m in ("mind", "std_cot")] == pytest.approx([0.0625, 0.015625])
+    assert [vs_sbs[m]["p_holm"] for m in ("mind", "std_cot")] == pytest.approx([0.0625, 0.03125])
+    assert vs_sbs["std_cot"]["delta"] == pytest.approx(-5 / 40)
+    # the existing families are unchanged by the extra target
+    assert t["paired"]["base"]["svamp"]["mind"]["p_holm"] == pytest.approx(0.0234375)
+    assert "| svamp | mind | sbs | +7.5 [" in table_markdown(t)
+    with pytest.raises(ValueError, match="also_vs: 'sbs' is not in compare.methods"):
+        Config.model_validate({"compare": {"methods": ["std_cot", "mind"], "also_vs": ["sbs"]}})
+
+
 def test_rows_with_different_seed_counts_and_a_custom_reference(tmp_path):
     _eval(tmp_path / "eval" / "base", "svamp", [0] * 120)
     cells = {"std_cot_all": [_cell(tmp_path, "std_cot_all", 0)],
@@ -188,6 +220,9 @@ def test_nll_table_pairs_questions_and_seeds(tmp_path):
     assert vs_ref["compact"]["delta"] == pytest.approx(-0.2) and vs_ref["compact"]["verdict"] == "better"
     assert t["rows"]["compact"]["by_source"]["a/l2"] == {"mean_nll": pytest.approx(sum(base) / 30 - 0.40 + 0.0005),
                                                           "n_rationales": 30}
+    also = build_nll_table(tmp_path, cells, rset, reference="std_cot", also=["mind"], n_boot=200)["paired"]
+    assert list(also) == ["base", "std_cot", "mind"] and list(also["mind"]) == ["std_cot", "compact"]
+    assert also["mind"]["compact"]["delta"] == pytest.approx(-0.2)
     md = nll_markdown(t)
     assert "Held-out rationale NLL on `eit:svamp`" in md and "| compact (×2 seeds) |" in md
     assert "| Method | a/l2 (n=30) | b/l2 (n=30) |" in md
