@@ -545,8 +545,8 @@ class CompareConfig(Section):
     )
     also_vs: list[str] = Field(
         default_factory=list,
-        description="More rows every method is also compared with, paired (e.g. `std_cot_all`: MIND's weighting "
-        "against uniform SFT on the same paths); each target is its own Holm family.",
+        description="More rows every method is also compared with, paired (e.g. `std_cot_all`: uniform SFT on "
+        "every path); each target is its own Holm family.",
     )
     tune: bool = Field(
         False,
