@@ -469,8 +469,10 @@ def probe_markdown(probe: dict[str, Any], table: dict[str, Any]) -> str:
 def _mean_over_seeds(cells: list[dict[str, dict]]) -> dict[str, dict]:
     """Seed mean of :func:`cotdistill.analysis.dynamics.weight_by_source` results: per source ``share`` and
     ``ce`` (over the seeds that log it; None if none), and ``seeds`` (how many seeds had the source)."""
+    from cotdistill.analysis.dynamics import is_injected_label
+
     out: dict[str, dict] = {}
-    for src in dict.fromkeys(k for c in cells for k in c):  # first-seen order: clean sources, injected last
+    for src in sorted({k for c in cells for k in c}, key=lambda k: (is_injected_label(k), k)):  # injected last
         vals = [c[src] for c in cells if src in c]
         ces = [v["ce"] for v in vals if v.get("ce") is not None]
         out[src] = {"share": float(np.mean([v["share"] for v in vals])), "seeds": len(vals),

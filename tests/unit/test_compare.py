@@ -344,7 +344,7 @@ def test_probe_markdown_tabulates_weight_by_source():
               "injected-shuffled": {"share": 0.1, "steps": 2, "ce": None}},
              {"gem": {"share": 0.6, "steps": 3, "ce": 0.9}, "gpt": {"share": 0.4, "steps": 3, "ce": None}}]
     mean = _mean_over_seeds(seeds)
-    assert list(mean) == ["gem", "injected-shuffled", "gpt"]
+    assert list(mean) == ["gem", "gpt", "injected-shuffled"]  # injected last, even when a seed lacks a clean one
     assert mean["gem"] == {"share": pytest.approx(0.5), "seeds": 2, "ce": pytest.approx(0.8)}
     assert mean["injected-shuffled"] == {"share": 0.1, "seeds": 1, "ce": None}
     unweighted = {"alpha": None, "kept": None}
@@ -356,6 +356,6 @@ def test_probe_markdown_tabulates_weight_by_source():
             "svamp": {"per_seed": [0.1]}}}}}
     md = probe_markdown(probe, table)
     by_source = md[md.index("Where each weighted row"):]
-    assert "| Method | gem | injected-shuffled | gpt |" in by_source
-    assert "| mind | 0.500 (0.800) | 0.100 | 0.400 |" in by_source
+    assert "| Method | gem | gpt | injected-shuffled |" in by_source
+    assert "| mind | 0.500 (0.800) | 0.400 | 0.100 |" in by_source
     assert "std_cot_all" not in by_source  # unweighted rows have no α to break down
